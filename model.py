@@ -1,0 +1,399 @@
+"""A handwritten Llama (Llama-2 architecture) that is the same function as Hugging Face's LlamaForCausalLM.
+
+Module names are Hugging Face's (model.embed_tokens, model.layers.N.self_attn.q_proj, mlp.gate_proj,
+input_layernorm, model.norm, lm_head), so an HF safetensors checkpoint loads with zero renaming, and LoRA
+targets are the names users already type (q_proj, v_proj). This file knows nothing of LoRA or data.
+
+    model = Llama.from_pretrained("Llama-2-7b-chat-hf", device="cuda", dtype=torch.bfloat16)
+    logits = model(tokens)                      # (B, T, vocab)
+    logits, loss = model(tokens, labels)        # labels aligned with tokens, -100 = no loss (shifted inside)
+    new_tokens = generate(model, [ids1, ids2], max_new_tokens=150, eos_id=2)
+"""
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+
+class CheckpointError(ValueError):
+    """A checkpoint we cannot load; the message names the file and the fix (scripts print it as one line)."""
+
+
+@dataclass
+class ModelArgs:
+    # Field names are config.json's, so `ModelArgs(**subset_of_config)` needs no mapping table.
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int = 32  # < num_attention_heads means grouped-query attention (GQA)
+    head_dim: int = 0  # 0 = hidden_size // num_attention_heads
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    vocab_size: int = 32000
+    max_position_embeddings: int = 4096
+    tie_word_embeddings: bool = False
+    bos_token_id: int = 1
+    eos_token_id: int = 2
+
+    def __post_init__(self):
+        if not self.head_dim:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        assert self.num_attention_heads % self.num_key_value_heads == 0, "heads must be a multiple of kv heads"
+
+    @classmethod
+    def from_config(cls, config: dict, path: str = "config.json") -> "ModelArgs":
+        """Fill from an HF config.json dict; refuse (one line) anything this Llama does not implement."""
+        def refuse(what):
+            raise CheckpointError(f"{path}: {what} is not supported by this Llama implementation "
+                                  "(plain Llama/Llama-2 only); use a Llama-2-style checkpoint")
+        if config.get("model_type", "llama") != "llama":
+            refuse(f"model_type {config['model_type']!r}")
+        if config.get("rope_scaling"):
+            refuse(f"rope_scaling {config['rope_scaling']}")
+        rope = config.get("rope_parameters") or {}  # transformers >= 5 writes rope_theta in here
+        if rope.get("rope_type", "default") != "default":
+            refuse(f"rope_parameters.rope_type {rope['rope_type']!r}")
+        if config.get("hidden_act", "silu") != "silu":
+            refuse(f"hidden_act {config['hidden_act']!r}")
+        for flag in ("attention_bias", "mlp_bias"):
+            if config.get(flag):
+                refuse(f"{flag}=true")
+        kw = {k: config[k] for k in cls.__dataclass_fields__ if config.get(k) is not None}
+        if "rope_theta" in rope:
+            kw["rope_theta"] = rope["rope_theta"]
+        kw.setdefault("num_key_value_heads", config.get("num_attention_heads", cls.num_attention_heads))
+        for k in ("bos_token_id", "eos_token_id"):  # some configs hold a list of EOS ids
+            if isinstance(kw.get(k), list):
+                kw[k] = kw[k][0]
+        return cls(**kw)
+
+    def to_config(self, dtype: torch.dtype) -> dict:
+        c = asdict(self)
+        c.update(architectures=["LlamaForCausalLM"], model_type="llama", hidden_act="silu",
+                 attention_bias=False, mlp_bias=False, rope_scaling=None,
+                 rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
+                 torch_dtype=str(dtype).removeprefix("torch."))
+        return c
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        # Normalise in fp32 then cast back before the weight: exactly HF's order, which matters in bf16.
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotate-half RoPE, the layout of HF Llama checkpoints (their q/k weights are already permuted for it,
+    so unlike Meta's interleaved-pairs original we need no q/k permutation when loading)."""
+
+    def __init__(self, args: ModelArgs, device=None):
+        super().__init__()
+        exps = torch.arange(0, args.head_dim, 2, dtype=torch.int64, device=device).float() / args.head_dim
+        self.register_buffer("inv_freq", 1.0 / (args.rope_theta ** exps), persistent=False)
+
+    def forward(self, positions, dtype):
+        freqs = positions[..., None].float() * self.inv_freq  # (B, T, head_dim/2), computed in fp32
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]  # (B, 1, T, head_dim)
+
+
+def rotate_half(x):
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class KVCache(nn.Module):
+    """Preallocated keys/values of one layer for decoding: (B, kv_heads, max_len, head_dim)."""
+
+    def __init__(self, batch, kv_heads, max_len, head_dim, dtype, device):
+        super().__init__()
+        self.k = torch.zeros(batch, kv_heads, max_len, head_dim, dtype=dtype, device=device)
+        self.v = torch.zeros_like(self.k)
+
+    def update(self, start, k, v):
+        end = start + k.shape[2]
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+class Attention(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.n_heads, self.n_kv, self.head_dim = args.num_attention_heads, args.num_key_value_heads, args.head_dim
+        self.q_proj = nn.Linear(args.hidden_size, self.n_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(args.hidden_size, self.n_kv * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(args.hidden_size, self.n_kv * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, args.hidden_size, bias=False)
+        self.cache = None  # a KVCache while generate() runs
+
+    def forward(self, x, cos, sin, mask=None, start=0):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        if self.cache is not None:
+            k, v = self.cache.update(start, k, v)
+        if self.n_kv != self.n_heads:  # GQA: each kv head serves n_heads / n_kv query heads
+            k = k.repeat_interleave(self.n_heads // self.n_kv, dim=1)
+            v = v.repeat_interleave(self.n_heads // self.n_kv, dim=1)
+        if mask is None:  # training / plain forward: one causal sequence per row, no padding on the left
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.gate_proj = nn.Linear(args.hidden_size, args.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(args.hidden_size, args.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(args.intermediate_size, args.hidden_size, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.input_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
+        self.self_attn = Attention(args)
+        self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
+        self.mlp = MLP(args)
+
+    def forward(self, x, cos, sin, mask=None, start=0):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, start)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaModel(nn.Module):  # the `model.` prefix of HF's parameter names
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(args.vocab_size, args.hidden_size)
+        self.layers = nn.ModuleList(Block(args) for _ in range(args.num_hidden_layers))
+        self.norm = RMSNorm(args.hidden_size, args.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(args)
+
+
+class Llama(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.model = LlamaModel(args)
+        self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
+        if args.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.gradient_checkpointing = False
+
+    def forward(self, tokens, labels=None, *, positions=None, mask=None, start=0, loss_reduction="mean"):
+        """tokens (B, T). labels (B, T) are aligned with tokens (HF convention): position t is scored on
+        predicting labels[t + 1]; -100 marks tokens without loss. loss_reduction "sum" gives the summed loss,
+        which train.py divides by the answer-token count of the whole accumulated batch."""
+        B, T = tokens.shape
+        if positions is None:
+            positions = torch.arange(start, start + T, device=tokens.device).expand(B, T)
+        x = self.model.embed_tokens(tokens)
+        cos, sin = self.model.rotary_emb(positions, x.dtype)
+        for layer in self.model.layers:
+            if self.gradient_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, start, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, mask, start)
+        logits = self.lm_head(self.model.norm(x))
+        if labels is None:
+            return logits
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                               ignore_index=-100, reduction=loss_reduction)
+        return logits, loss
+
+    # ---- Hugging Face checkpoints in and out ----
+
+    @classmethod
+    def from_pretrained(cls, path, device="cpu", dtype=torch.float32) -> "Llama":
+        """Load an HF-layout directory (config.json + model.safetensors or a sharded index).
+        The model is built on the meta device and the loaded tensors are assigned in place, so a 13 GB
+        checkpoint never exists twice in memory."""
+        args = ModelArgs.from_config(read_config(path), os.path.join(path, "config.json"))
+        with torch.device("meta"):
+            model = cls(args)
+        expected = {k: v.shape for k, v in model.state_dict().items()}
+        if args.tie_word_embeddings:
+            expected.pop("lm_head.weight")
+        state = {}
+        for file, keys in safetensors_files(path).items():
+            with safe_open(file, framework="pt", device=str(device)) as f:
+                for key in keys:
+                    if key.endswith("rotary_emb.inv_freq"):
+                        continue  # old HF checkpoints saved this buffer; we recompute it
+                    if key not in expected:
+                        raise CheckpointError(f"{file}: unexpected tensor {key!r}; this is not a Llama "
+                                              "checkpoint in HF layout (export it with transformers' save_pretrained)")
+                    t = f.get_tensor(key)
+                    if t.shape != expected[key]:
+                        raise CheckpointError(f"{file}: tensor {key!r} has shape {tuple(t.shape)} but config.json "
+                                              f"implies {tuple(expected[key])}; the config and weights do not match")
+                    state[key] = t.to(dtype)
+        missing = sorted(set(expected) - set(state))
+        if missing:
+            raise CheckpointError(f"{path}: {len(missing)} tensors missing from the safetensors files, e.g. "
+                                  f"{missing[0]!r}; the download is incomplete or not a Llama checkpoint")
+        model.load_state_dict(state, strict=False, assign=True)
+        if args.tie_word_embeddings:
+            model.lm_head.weight = model.model.embed_tokens.weight
+        model.model.rotary_emb = RotaryEmbedding(args, device=device)  # buffers were on meta
+        return model
+
+    def save_pretrained(self, path, max_shard_bytes=5 * 1024**3):
+        """Write config.json + model.safetensors (or shards + index) that transformers loads as they are.
+        Each file is written under a temporary name then renamed, so a crash never leaves a torn file."""
+        os.makedirs(path, exist_ok=True)
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        if self.args.tie_word_embeddings:
+            state.pop("lm_head.weight")
+        dtype = next(iter(state.values())).dtype
+        shards, size = [{}], 0
+        for k, v in state.items():
+            n = v.numel() * v.element_size()
+            if shards[-1] and size + n > max_shard_bytes:
+                shards.append({})
+                size = 0
+            shards[-1][k] = v
+            size += n
+        if len(shards) == 1:
+            names = ["model.safetensors"]
+        else:
+            names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+            index = {"metadata": {"total_size": sum(v.numel() * v.element_size() for v in state.values())},
+                     "weight_map": {k: name for name, shard in zip(names, shards) for k in shard}}
+            _atomic_write(os.path.join(path, "model.safetensors.index.json"), json.dumps(index, indent=2))
+        for name, shard in zip(names, shards):
+            tmp = os.path.join(path, name + ".tmp")
+            save_file(shard, tmp, metadata={"format": "pt"})
+            os.replace(tmp, os.path.join(path, name))
+        _atomic_write(os.path.join(path, "config.json"), json.dumps(self.args.to_config(dtype), indent=2))
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())
+
+
+def _atomic_write(file, text):
+    with open(file + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(file + ".tmp", file)
+
+
+def read_config(path) -> dict:
+    if not os.path.isdir(path):
+        raise CheckpointError(f"{path}: no such model directory; pass --model DIR pointing at an HF Llama "
+                              "checkpoint (config.json + *.safetensors)")
+    file = os.path.join(path, "config.json")
+    if not os.path.isfile(file):
+        raise CheckpointError(f"{file}: missing; the model directory needs the config.json that comes "
+                              "with an HF checkpoint")
+    with open(file) as f:
+        return json.load(f)
+
+
+def safetensors_files(path) -> dict:
+    """{file: [tensor names]} for a single-file or sharded (model.safetensors.index.json) checkpoint."""
+    single, index = os.path.join(path, "model.safetensors"), os.path.join(path, "model.safetensors.index.json")
+    if os.path.isfile(single):
+        with safe_open(single, framework="pt") as f:
+            return {single: list(f.keys())}
+    if os.path.isfile(index):
+        with open(index) as f:
+            weight_map = json.load(f)["weight_map"]
+        files = {}
+        for key, name in weight_map.items():
+            files.setdefault(os.path.join(path, name), []).append(key)
+        for file in files:
+            if not os.path.isfile(file):
+                raise CheckpointError(f"{file}: listed in {index} but missing; finish the download")
+        return files
+    if any(n.endswith(".bin") for n in os.listdir(path)):
+        raise CheckpointError(f"{path}: only pytorch_model*.bin found; .bin files are pickles (they can run code "
+                              "on load and need a full extra copy in memory), so only safetensors are supported: "
+                              "download the *.safetensors files, or convert once with transformers' "
+                              "save_pretrained(dir, safe_serialization=True)")
+    raise CheckpointError(f"{path}: no model.safetensors or model.safetensors.index.json; "
+                          "download the checkpoint's safetensors files into it")
+
+
+# ---- batched greedy decoding with a preallocated KV cache ----
+
+@torch.no_grad()
+def generate(model: Llama, prompts, max_new_tokens, eos_id, batch_size=16, progress=False):
+    """Greedy-decode each prompt (a list of token ids) and return only its new tokens, without the EOS.
+
+    Prompts are sorted by length and run in batches. Inside a batch they are left-padded; each row's
+    positions start at 0 at its first real token and padding is masked out of attention, so every row
+    gets exactly the tokens that decoding it alone, step by step and without a cache, would give.
+    A row whose output has max_new_tokens tokens was cut off by the limit (it never produced EOS)."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out = [None] * len(prompts)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    for idx in tqdm(batches, desc="generate", disable=not progress):
+        for i, toks in zip(idx, _generate_batch(model, [prompts[i] for i in idx], max_new_tokens, eos_id)):
+            out[i] = toks
+    return out
+
+
+def _generate_batch(model, prompts, max_new_tokens, eos_id):
+    device = model.lm_head.weight.device
+    dtype = model.model.embed_tokens.weight.dtype
+    B, P = len(prompts), max(len(p) for p in prompts)
+    total = P + max_new_tokens
+    if total > model.args.max_position_embeddings:
+        raise ValueError(f"prompt of {P} tokens + {max_new_tokens} new tokens exceeds the model's "
+                         f"max_position_embeddings {model.args.max_position_embeddings}")
+    pad = torch.tensor([P - len(p) for p in prompts], device=device)
+    tokens = torch.tensor([[0] * (P - len(p)) + list(p) for p in prompts], device=device)
+    a = model.args
+    for layer in model.model.layers:
+        layer.self_attn.cache = KVCache(B, a.num_key_value_heads, total, a.head_dim, dtype, device)
+    idx = torch.arange(total, device=device)
+    # valid[b, k]: cache slot k holds a real token of row b. Pad queries may see themselves so that no
+    # softmax row is empty (their outputs are never used).
+    valid = idx[None, :] >= pad[:, None]
+    positions = (idx[None, :] - pad[:, None]).clamp(min=0)
+    was_training = model.training
+    model.eval()
+    try:
+        causal = idx[:P, None] >= idx[None, :P]
+        mask = causal & (valid[:, None, :P] | torch.eye(P, dtype=torch.bool, device=device))
+        logits = model(tokens, positions=positions[:, :P], mask=mask[:, None], start=0)
+        new, done = [], torch.zeros(B, dtype=torch.bool, device=device)
+        for t in range(P, total):
+            nxt = logits[:, -1].argmax(-1)
+            new.append(nxt)
+            done |= nxt == eos_id
+            if done.all() or t == total - 1:
+                break
+            mask = valid[:, None, None, : t + 1]
+            logits = model(nxt[:, None], positions=positions[:, t:t + 1], mask=mask, start=t)
+    finally:
+        for layer in model.model.layers:
+            layer.self_attn.cache = None
+        model.train(was_training)
+    rows = torch.stack(new, 1).tolist()
+    return [r[:r.index(eos_id)] if eos_id in r else r for r in rows]

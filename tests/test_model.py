@@ -1,0 +1,193 @@
+"""model.py is the same function as transformers' LlamaForCausalLM, loads/saves its files, and decodes exactly."""
+import json
+import os
+
+import pytest
+import torch
+
+from model import CheckpointError, Llama, generate
+
+CONFIGS = {
+    "mha": {},
+    "gqa_rope_theta": dict(num_key_value_heads=2, rope_theta=500000.0),
+    "odd_sizes": dict(hidden_size=60, num_attention_heads=5, num_key_value_heads=1, intermediate_size=77,
+                      vocab_size=101, num_hidden_layers=3),
+    "sharded": dict(max_shard_size="40KB"),
+    "tied": dict(tie_word_embeddings=True),
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_logits_match_transformers_fp32(hf_llama, name):
+    path, ref = hf_llama(**CONFIGS[name])
+    if name == "sharded":
+        assert os.path.exists(os.path.join(path, "model.safetensors.index.json"))
+    ours = Llama.from_pretrained(path)
+    tokens = torch.randint(0, ours.args.vocab_size, (3, 37))
+    with torch.no_grad():
+        diff = (ours(tokens) - ref(tokens).logits).abs().max().item()
+    assert diff <= 1e-4, diff
+
+
+def test_loss_matches_transformers_with_ignored_labels(hf_llama):
+    path, ref = hf_llama(num_key_value_heads=2)
+    ours = Llama.from_pretrained(path)
+    tokens = torch.randint(0, 128, (2, 20))
+    labels = tokens.clone()
+    labels[:, :12] = -100
+    with torch.no_grad():
+        _, loss = ours(tokens, labels)
+        ref_loss = ref(tokens, labels=labels).loss
+    assert abs(loss.item() - ref_loss.item()) < 1e-5
+
+
+def test_bf16_close_to_fp32(hf_llama):
+    path, _ = hf_llama(num_key_value_heads=2)
+    tokens = torch.randint(0, 128, (2, 30))
+    with torch.no_grad():
+        fp32 = Llama.from_pretrained(path)(tokens)
+        bf16 = Llama.from_pretrained(path, dtype=torch.bfloat16)(tokens)
+    assert bf16.dtype == torch.bfloat16
+    assert (bf16.float() - fp32).abs().max().item() < 0.05 * fp32.abs().max().item()
+
+
+def test_bf16_matches_transformers_bf16(hf_llama):
+    from transformers import LlamaForCausalLM
+    path, _ = hf_llama(num_key_value_heads=2)
+    ref = LlamaForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()
+    ours = Llama.from_pretrained(path, dtype=torch.bfloat16)
+    tokens = torch.randint(0, 128, (2, 30))
+    with torch.no_grad():
+        diff = (ours(tokens).float() - ref(tokens).logits.float()).abs().max().item()
+    assert diff <= 0.02, diff  # same op order as HF; only bf16 kernel rounding differs
+
+
+@pytest.mark.parametrize("shard", [False, True])
+def test_save_pretrained_loads_in_transformers(hf_llama, tmp_path, shard):
+    from transformers import LlamaForCausalLM
+    path, _ = hf_llama(num_key_value_heads=2, rope_theta=20000.0)
+    ours = Llama.from_pretrained(path)
+    out = str(tmp_path / "saved")
+    ours.save_pretrained(out, **({"max_shard_bytes": 50_000} if shard else {}))
+    assert os.path.exists(os.path.join(out, "model.safetensors.index.json")) == shard
+    back = LlamaForCausalLM.from_pretrained(out).eval()
+    tokens = torch.randint(0, 128, (2, 25))
+    with torch.no_grad():
+        assert (ours(tokens) - back(tokens).logits).abs().max().item() <= 1e-4
+    again = Llama.from_pretrained(out)
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), again.state_dict().values()))
+
+
+def naive_greedy(model, prompt, max_new_tokens, eos_id):
+    """Step-by-step greedy decoding without any cache: the definition generate() must reproduce."""
+    seq = list(prompt)
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            nxt = model(torch.tensor([seq]))[0, -1].argmax().item()
+            if nxt == eos_id:
+                break
+            seq.append(nxt)
+    return seq[len(prompt):]
+
+
+def test_generate_batched_ragged_equals_uncached_greedy_and_transformers(hf_llama):
+    path, ref = hf_llama(num_key_value_heads=2)
+    ours = Llama.from_pretrained(path)
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(3, 128, (n,), generator=g).tolist() for n in (5, 17, 1, 9, 12)]
+    eos = 7
+    got = generate(ours, prompts, max_new_tokens=20, eos_id=eos, batch_size=4)
+    for p, toks in zip(prompts, got):
+        assert toks == naive_greedy(ours, p, 20, eos)
+        hf = ref.generate(torch.tensor([p]), max_new_tokens=20, do_sample=False, eos_token_id=eos,
+                          pad_token_id=0)[0, len(p):].tolist()
+        assert toks == (hf[:hf.index(eos)] if eos in hf else hf)
+
+
+def test_generate_stops_each_row_at_its_own_eos(hf_llama):
+    path, _ = hf_llama()
+    ours = Llama.from_pretrained(path)
+    prompts = [[5, 6, 7], [9, 10, 11, 12, 13, 14]]
+    free = generate(ours, prompts, max_new_tokens=12, eos_id=-1)  # never stops
+    eos = free[0][3]  # make row 0's 4th token the EOS
+    got = generate(ours, prompts, max_new_tokens=12, eos_id=eos)
+    assert got[0] == free[0][:3]
+    assert got[1] == (free[1][:free[1].index(eos)] if eos in free[1] else free[1])
+
+
+# ---- bad input: one clear line naming the file and the fix ----
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(CheckpointError, match="no such model directory.*--model"):
+        Llama.from_pretrained(str(tmp_path / "nope"))
+
+
+def test_missing_config(tmp_path):
+    with pytest.raises(CheckpointError, match="config.json: missing"):
+        Llama.from_pretrained(str(tmp_path))
+
+
+def test_bin_only_checkpoint_is_refused_with_reason(hf_llama):
+    path, _ = hf_llama()
+    os.rename(os.path.join(path, "model.safetensors"), os.path.join(path, "pytorch_model.bin"))
+    with pytest.raises(CheckpointError, match="only pytorch_model.*bin.*pickles.*safetensors"):
+        Llama.from_pretrained(path)
+
+
+def test_no_weights_at_all(hf_llama):
+    path, _ = hf_llama()
+    os.remove(os.path.join(path, "model.safetensors"))
+    with pytest.raises(CheckpointError, match="no model.safetensors"):
+        Llama.from_pretrained(path)
+
+
+def _edit_config(path, **kw):
+    file = os.path.join(path, "config.json")
+    with open(file) as f:
+        cfg = json.load(f)
+    cfg.update(kw)
+    with open(file, "w") as f:
+        json.dump(cfg, f)
+
+
+def test_misshaped_tensor(hf_llama):
+    path, _ = hf_llama()
+    _edit_config(path, intermediate_size=100)
+    with pytest.raises(CheckpointError, match=r"model.safetensors: tensor 'model.layers.0.mlp.down_proj.weight' "
+                                              r"has shape \(64, 96\).*\(64, 100\)"):
+        Llama.from_pretrained(path)
+
+
+def test_missing_tensor(hf_llama, tmp_path):
+    from safetensors.torch import load_file, save_file
+    path, _ = hf_llama()
+    file = os.path.join(path, "model.safetensors")
+    state = load_file(file)
+    del state["model.norm.weight"]
+    save_file(state, file)
+    with pytest.raises(CheckpointError, match="1 tensors missing.*'model.norm.weight'"):
+        Llama.from_pretrained(path)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (dict(rope_scaling={"type": "linear", "factor": 2.0}), "rope_scaling .* not supported"),
+    (dict(model_type="mistral"), "model_type 'mistral' is not supported"),
+    (dict(rope_parameters={"rope_type": "llama3", "rope_theta": 1.0}), "rope_type 'llama3' is not supported"),
+])
+def test_unsupported_config(hf_llama, edit, message):
+    path, _ = hf_llama()
+    _edit_config(path, **edit)
+    with pytest.raises(CheckpointError, match=message):
+        Llama.from_pretrained(path)
+
+
+def test_llama2_style_config_without_rope_theta_uses_10000(hf_llama):
+    path, _ = hf_llama()
+    file = os.path.join(path, "config.json")
+    with open(file) as f:
+        cfg = json.load(f)
+    cfg.pop("rope_parameters")
+    cfg["rope_scaling"] = None  # Llama-2-7b-chat-hf's config.json has these two exactly like this
+    with open(file, "w") as f:
+        json.dump(cfg, f)
+    assert Llama.from_pretrained(path).args.rope_theta == 10000.0
