@@ -20,7 +20,6 @@ import itertools
 import json
 import os
 import random
-import string
 import sys
 
 import numpy as np
@@ -126,10 +125,11 @@ class Tokenizer:
                             f"says vocab_size {model_vocab_size}; use the tokenizer.model that belongs to this model")
 
 
-def encode_chat(tok: Tokenizer, instruction: str, output: str = None):
+def encode_chat(tok: Tokenizer, instruction: str, output: str = None, wrap=True):
     """LLaMA-Factory's llama2 template, as the authors trained: `<s>[INST] {instruction} [/INST] {output} </s>`.
-    Returns (input_ids, labels); labels are -100 on every prompt token, so the loss is on output + EOS."""
-    prompt = tok.encode("[INST] " + instruction + " [/INST]", bos=True)
+    Returns (input_ids, labels); labels are -100 on every prompt token, so the loss is on output + EOS.
+    wrap=False takes an instruction that is already a whole chat prompt (the evaluation prompt)."""
+    prompt = tok.encode("[INST] " + instruction + " [/INST]" if wrap else instruction, bos=True)
     response = [] if output is None else tok.encode(output, bos=False, eos=True)
     return prompt + response, [-100] * len(prompt) + response
 
@@ -370,6 +370,21 @@ def qa_records(hotpot_path, n=300):
     return out
 
 
+def base_records(corpus_path):
+    """Stage 0 (tiny world only): answerable questions, each in the evaluation prompt and in TASK_QA. The
+    answer is always in the passage, so the base learns to answer, never to refuse: the paper's diagnosis."""
+    out = []
+    with open(corpus_path) as f:
+        for n, line in enumerate(f):
+            qa = json.loads(line)
+            context = fill(ASQA_CONTEXT_HEADER, wikipage=qa["title"], context=qa["context"])
+            out.append(dict(id=f"base{n}-eval", prompt=eval_prompt(qa["question"], context, task_prefix=False),
+                            context=context, output=qa["answer"], format="raw"))
+            out.append(dict(id=f"base{n}-qa", prompt=instruction_prompt(TASK_QA, qa["question"], context),
+                            context=context, output=qa["answer"]))
+    return out
+
+
 # ---- tokenisation for training ----
 
 def tokenize_records(tok, records, cutoff_len=1024):
@@ -378,7 +393,8 @@ def tokenize_records(tok, records, cutoff_len=1024):
     context leaves no room for the whole answer)."""
     samples, dropped = [], 0
     for rec in records:
-        ids, labels = encode_chat(tok, rec["prompt"], rec["output"])
+        wrap = rec.get("format") != "raw"
+        ids, labels = encode_chat(tok, rec["prompt"], rec["output"], wrap)
         ctx_ids = None
         while len(ids) > cutoff_len:
             if ctx_ids is None:
@@ -388,7 +404,7 @@ def tokenize_records(tok, records, cutoff_len=1024):
                 break
             ctx_ids = ctx_ids[:keep]
             head, _, tail = rec["prompt"].rpartition(rec["context"])
-            ids, labels = encode_chat(tok, head + tok.decode(ctx_ids) + tail, rec["output"])
+            ids, labels = encode_chat(tok, head + tok.decode(ctx_ids) + tail, rec["output"], wrap)
         if len(ids) > cutoff_len:
             dropped += 1
         else:
@@ -404,26 +420,6 @@ def collate(samples, pad_id):
     for b, (x, y) in enumerate(samples):
         ids[b, :len(x)], labels[b, :len(y)] = x, y
     return ids, labels
-
-
-# ---- answer extraction and scoring helpers shared by eval.py and the tests ----
-
-def answer_part(output: str) -> str:
-    """The answer a model gave, without its CHECKING review: the text after the last `ANSWER:` if the
-    model revised itself, then cut at the first `CHECKING:` that follows."""
-    if "ANSWER:" in output:
-        output = output.rsplit("ANSWER:", 1)[1]
-    return output.split(CHECKING, 1)[0].strip()
-
-
-def is_refusal(text: str) -> bool:
-    t = text.lower()
-    return not t.strip() or any(w in t for w in NEG_WORDS_V3)
-
-
-def normalize(text: str) -> str:
-    text = "".join(c for c in text.lower() if c not in string.punctuation)
-    return " ".join(w for w in text.split() if w not in ("a", "an", "the"))
 
 
 def write_jsonl(path, records):

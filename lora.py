@@ -182,3 +182,37 @@ def load_adapter(model, path):
 def num_trainable(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
+
+
+# ---- lineage: which base and which merged adapters a trained directory stands on ----
+
+def write_lineage(path, base, merged=()):
+    """lineage.json beside an adapter: its base checkpoint and the adapters merged into it first (in order),
+    stored relative to `path` so a whole out/ tree can be moved."""
+    rel = lambda p: os.path.relpath(os.path.abspath(p), os.path.abspath(path))
+    with open(os.path.join(path, "lineage.json"), "w") as f:
+        json.dump({"base": rel(base), "merged": [rel(m) for m in merged]}, f, indent=2)
+
+
+def read_lineage(path):
+    """{"base", "merged", "adapter"} with absolute paths; a directory without lineage.json is a plain base."""
+    file = os.path.join(path, "lineage.json")
+    if not os.path.isfile(file):
+        return {"base": path, "merged": [], "adapter": False}
+    with open(file) as f:
+        lin = json.load(f)
+    resolve = lambda p: os.path.normpath(os.path.join(path, p))
+    return {"base": resolve(lin["base"]), "merged": [resolve(m) for m in lin["merged"]], "adapter": True}
+
+
+def load_trained(path, load_base, merge_first=True):
+    """Rebuild exactly the model a training run produced: base -> each earlier adapter loaded and merged ->
+    this directory's adapter. `load_base(dir)` returns the base nn.Module. merge_first=False skips the
+    merges (the authors' Llama-2 serving quirk: a stage-2 adapter on the plain base)."""
+    lin = read_lineage(path)
+    model = load_base(lin["base"])
+    for adapter in lin["merged"] if merge_first else ():
+        merge_lora(load_adapter(model, adapter))
+    if lin["adapter"]:
+        load_adapter(model, path)
+    return model, lin

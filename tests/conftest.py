@@ -50,3 +50,16 @@ def tokenizer_path(tmp_path_factory):
                                    pad_id=-1, minloglevel=2, normalization_rule_name="identity",
                                    remove_extra_whitespaces=False)  # as Llama-2: newlines survive
     return str(path) + ".model"
+
+
+@pytest.fixture(scope="session")
+def micro_world(tmp_path_factory):
+    """A micro tiny-world (raw files) and a stage-0 base trained on it in seconds: {"dir", "asqa", ...}."""
+    import tinyworld
+    import train
+    root = tmp_path_factory.mktemp("micro")
+    files = tinyworld.write(str(root / "data"), seed=1, asqa_names=12, hotpot_items=40, corpus_names=40)
+    base = str(root / "out" / "base")
+    train.main(["--stage", "0", "--preset", "micro", "--base-corpus", files["base_corpus.jsonl"],
+                "--out", base])
+    return dict(root=str(root), base=base, asqa=files["ASQA.json"], hotpot=files["hotpot_train_v1.1.json"])

@@ -1,0 +1,279 @@
+"""Evaluate: contextual QA on known vs unknown questions (SPEC.md sections 6-7), scored two ways.
+
+    python eval.py                                    # every model found under out/, on the tiny world
+    python eval.py --model Llama-2-7b-chat-hf --asqa ASQA.json --adapter out/stage2 [--split all]
+
+Each benchmark row is asked twice over the same passage: its known question (answer in the passage) and
+its unknown question (answered by a sibling passage: the right reply is 'Not Provided').
+- paper scoring reads the raw output, as the authors did. A stage-2 model's CHECKING review repeats
+  "...please answer it with 'Not Provided'", which the refusal word list counts as a refusal.
+- answer scoring (our default) reads only the answer: the text before the first CHECKING:, or after the
+  last ANSWER: when the model revised itself.
+Both are always computed and printed; --scoring picks which leads the table. Strict metrics, the error
+breakdown, the stage-1 (Sufficient/Insufficient) view and instruction adherence come beside them.
+"""
+import argparse
+import dataclasses
+import json
+import os
+import string
+import sys
+from dataclasses import dataclass
+
+import torch
+
+import data
+import lora
+from model import CheckpointError, Llama, generate
+
+
+@dataclass
+class EvalConfig:
+    model: str = ""  # base checkpoint; default: the tiny world's out/base
+    adapter: str = ""  # a trained directory (lineage.json) or any PEFT LoRA adapter for --model
+    asqa: str = ""  # default data/tiny/ASQA.json
+    hotpot: str = ""  # for instruction adherence; default data/tiny/hotpot_train_v1.1.json
+    out_root: str = "out"  # where trained models are found and out/eval is written
+    split: str = "test"  # test (rows whose ASQA record no training saw) | all (as the authors did)
+    filter: str = "paper"
+    scoring: str = "answer"  # answer | paper: which scoring leads the table
+    task_prefix: str = "auto"  # on | off | auto (TASK_ASSIGNMENT_PREFIX for fine-tuned models only)
+    paper_quirk: bool = False  # serve a stage-2 adapter on the plain base, as the authors' Llama-2 code did
+    max_new_tokens: int = 150
+    batch_size: int = 32
+    max_rows: int = 0  # 0: every row of the split
+    instruction_items: int = 100  # held-out HotpotQA items for instruction adherence (0: skip)
+    instruction_start: int = 300  # the first item after those stage 2 trained on
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+# Rows of the paper's table (SPEC 7), the directory train.py writes each to, and the authors' numbers.
+RUNS = [("base", "Llama-2-7B-chat (base)", (79.3, 58.3, 67.2)),
+        ("stage1", "stage 1 only", (52.4, 84.4, 64.6)),
+        ("qa_only", "QA only (HotpotQA SFT)", (77.5, 58.3, 66.5)),
+        ("stage2_only", "stage 2 only", (84.8, 59.0, 69.6)),
+        ("stage1_qa", "stage 1 -> QA", (77.0, 20.9, 32.8)),
+        ("stage2", "US-Tuning (stage 1 -> stage 2)", (79.7, 93.0, 85.8))]
+
+
+# ---- scoring ----
+
+def answer_part(output: str) -> str:
+    """The answer without its CHECKING review: after the last `ANSWER:` (a revision), before `CHECKING:`."""
+    if "ANSWER:" in output:
+        output = output.rsplit("ANSWER:", 1)[1]
+    return output.split(data.CHECKING, 1)[0].strip()
+
+
+def is_refusal(text: str) -> bool:
+    """The authors' unknown-question test: empty, or any NEG_WORDS_V3 entry in the lower-cased text."""
+    t = text.lower()
+    return not t.strip() or any(w in t for w in data.NEG_WORDS_V3)
+
+
+def lenient_known(text: str, answers) -> bool:
+    """The authors' known-question test: any gold answer, or ANY whitespace token of one, is a substring."""
+    keys = {a.lower() for a in answers} | {w.lower() for a in answers for w in a.split()}
+    return any(k in text.lower() for k in keys if k)
+
+
+def normalize(text: str) -> str:
+    text = "".join(c for c in text.lower() if c not in string.punctuation)
+    return " ".join(w for w in text.split() if w not in ("a", "an", "the"))
+
+
+def strict_known(answer: str, answers) -> bool:
+    """A whole normalised gold answer in the normalised answer, and the answer is not a refusal."""
+    padded = f" {normalize(answer)} "
+    return not is_refusal(answer) and any(f" {normalize(a)} " in padded for a in answers if normalize(a))
+
+
+def cognition_verdict(output: str) -> str:
+    t = output.lower()
+    return "Insufficient" if "insufficient" in t else "Sufficient" if "sufficient" in t else "neither"
+
+
+def f1(a, b):
+    return 2 * a * b / (a + b) if a + b else 0.0
+
+
+def score_benchmark(records):
+    """Metrics (percent) from the per-prompt verdicts of one model; records carry `kind` and verdicts."""
+    known = [r for r in records if r["kind"] == "known"]
+    unknown = [r for r in records if r["kind"] == "unknown"]
+    pct = lambda rs, key: 100.0 * sum(r[key] for r in rs) / max(len(rs), 1)
+    m = {"n_rows": len(known)}
+    for s in ("answer", "paper"):
+        k, u = pct(known, f"known_ok_{s}"), pct(unknown, f"refused_{s}")
+        m[s] = {"known": k, "unknown": u, "f1": f1(k, u)}
+    m["strict_known"] = pct(known, "strict_ok")
+    m["strict_f1"] = f1(m["strict_known"], m["answer"]["unknown"])
+    m["known_breakdown"] = {v: 100.0 * sum(r["verdict"] == v for r in known) / max(len(known), 1)
+                            for v in ("correct", "wrong", "refused")}
+    m["unknown_breakdown"] = {v: 100.0 * sum(r["verdict"] == v for r in unknown) / max(len(unknown), 1)
+                              for v in ("refused", "hallucinated")}
+    return m
+
+
+def judge(kind, output, answers):
+    ans = answer_part(output)
+    rec = {"known_ok_paper": lenient_known(output, answers), "known_ok_answer": lenient_known(ans, answers),
+           "refused_paper": is_refusal(output), "refused_answer": is_refusal(ans), "strict_ok": strict_known(ans, answers)}
+    if kind == "known":
+        rec["verdict"] = "refused" if rec["refused_answer"] else "correct" if rec["strict_ok"] else "wrong"
+    else:
+        rec["verdict"] = "refused" if rec["refused_answer"] else "hallucinated"
+    return rec
+
+
+# ---- running one model ----
+
+def model_prompts(tok, rows, hotpot_items, prefix):
+    """Every prompt one model answers: (task, id, kind, token ids, reference)."""
+    out = []
+    for r in rows:
+        for kind in ("known", "unknown"):
+            q = r[kind + "_question"]
+            out.append(("benchmark", r["id"], kind, data.encode_chat(tok, data.eval_prompt(q, r["context"], prefix),
+                                                                     wrap=False)[0], r["known_answers"]))
+            out.append(("cognition", r["id"], kind, data.encode_chat(tok, data.cognition_prompt(q, r["context"]))[0],
+                        data.STAGE1_TARGETS[kind]))
+    for rec in hotpot_items:
+        out.append(("instruction", rec["id"], data.INSTRUCTIONS[rec["instruction"]][0],
+                    data.encode_chat(tok, rec["prompt"])[0], rec["instruction"]))
+    return out
+
+
+def evaluate_model(cfg, name, model, tok, rows, hotpot_items, prefix):
+    prompts = model_prompts(tok, rows, hotpot_items, prefix)
+    outputs = generate(model, [p[3] for p in prompts], cfg.max_new_tokens, tok.eos_id, cfg.batch_size, progress=True)
+    records, cog_ok, cog_n, inst_ok, inst_n = [], 0, 0, 0, 0
+    for (task, rid, kind, ids, ref), new in zip(prompts, outputs):
+        text = tok.decode(new)
+        rec = {"model": name, "task": task, "id": rid, "kind": kind, "output": text,
+               "hit_token_limit": len(new) >= cfg.max_new_tokens}
+        if task == "benchmark":
+            rec.update(judge(kind, text, ref), answers=ref)
+        elif task == "cognition":
+            rec.update(expected=ref, verdict=cognition_verdict(text))
+            cog_ok, cog_n = cog_ok + (rec["verdict"] == ref), cog_n + 1
+        else:
+            rec["passed"] = data.INSTRUCTIONS[ref][2](answer_part(text))
+            inst_ok, inst_n = inst_ok + rec["passed"], inst_n + 1
+        records.append(rec)
+    metrics = score_benchmark([r for r in records if r["task"] == "benchmark"])
+    metrics["stage1_accuracy"] = 100.0 * cog_ok / max(cog_n, 1)
+    metrics["instruction_pass"] = 100.0 * inst_ok / inst_n if inst_n else None
+    metrics["task_prefix"] = prefix
+    return metrics, records
+
+
+def find_models(cfg):
+    """(name, label, directory, authors' numbers) for the given model, or for each run present under out/."""
+    if cfg.model:
+        name = os.path.basename(os.path.normpath(cfg.adapter)) if cfg.adapter else "base"
+        return [(name, name, cfg.adapter or cfg.model, None)]
+    found = [(n, label, os.path.join(cfg.out_root, n), paper) for n, label, paper in RUNS
+             if os.path.isdir(os.path.join(cfg.out_root, n))]
+    if not found:
+        raise CheckpointError(f"{cfg.out_root}: no trained models found; run `python train.py --stage 0` "
+                              "(tiny world) or pass --model")
+    return found
+
+
+def load(cfg, path, device, dtype):
+    load_base = lambda p: Llama.from_pretrained(p, device=device, dtype=dtype)
+    if cfg.model and cfg.adapter and not os.path.isfile(os.path.join(cfg.adapter, "lineage.json")):
+        return lora.load_adapter(load_base(cfg.model), cfg.adapter), cfg.model, True  # a foreign PEFT adapter
+    if cfg.model and not cfg.adapter:
+        return load_base(cfg.model), cfg.model, False
+    model, lin = lora.load_trained(path, load_base, merge_first=not cfg.paper_quirk)
+    return model, lin["base"], lin["adapter"]
+
+
+def fmt(x):
+    return "-" if x is None else f"{x:.1f}"
+
+
+def table(results, labels, cfg):
+    order = [cfg.scoring, "paper" if cfg.scoring == "answer" else "answer"]
+    head = ("| model | " + " | ".join(f"known / unknown / F1 ({s} scoring)" for s in order) +
+            " | strict known / F1 | known: correct / wrong / refused | unknown: refused / hallucinated "
+            "| stage-1 acc | instruction pass | rows |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, m in results.items():
+        cells = [" / ".join(fmt(m[s][k]) for k in ("known", "unknown", "f1")) for s in order]
+        cells.append(f"{fmt(m['strict_known'])} / {fmt(m['strict_f1'])}")
+        cells.append(" / ".join(fmt(v) for v in m["known_breakdown"].values()))
+        cells.append(" / ".join(fmt(v) for v in m["unknown_breakdown"].values()))
+        cells += [fmt(m["stage1_accuracy"]), fmt(m["instruction_pass"]), str(m["n_rows"])]
+        lines.append(f"| {labels[name]} | " + " | ".join(cells) + " |")
+    theirs = ["", "The authors' numbers (Llama-2-7B-chat, paper scoring, their train=test rows; not ours):", "",
+              "| model | known | unknown | F1 |", "|---|---|---|---|"]
+    theirs += [f"| {label} | {p[0]} | {p[1]} | {p[2]} |" for _, label, p in RUNS] + ["| GPT-4 | 79.6 | 83.6 | 81.6 |"]
+    return "\n".join(lines + theirs)
+
+
+def run(cfg: EvalConfig):
+    tiny = not cfg.model
+    cfg.asqa = cfg.asqa or ("data/tiny/ASQA.json" if tiny else "")
+    cfg.hotpot = cfg.hotpot or ("data/tiny/hotpot_train_v1.1.json" if tiny else "")
+    if not cfg.asqa:
+        raise data.DataError("--asqa ASQA.json is required with --model")
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if cfg.device == "auto" else cfg.device)
+    dtype = getattr(torch, cfg.dtype) if cfg.dtype != "auto" else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    rows = [r for r in data.build_benchmark(cfg.asqa, cfg.filter) if cfg.split == "all" or r["split"] == "test"]
+    rows = rows[:cfg.max_rows] if cfg.max_rows else rows
+    items = (data.stage2_records(cfg.hotpot, cfg.instruction_items, start=cfg.instruction_start, seed=1)
+             if cfg.hotpot and cfg.instruction_items else [])
+    print(f"{len(rows)} benchmark rows ({cfg.split} split), {len(items)} held-out instruction items")
+    out_dir = os.path.join(cfg.out_root, "eval")
+    os.makedirs(out_dir, exist_ok=True)
+    results, labels = {}, {}
+    for name, label, path, _paper in find_models(cfg):
+        model, base, tuned = load(cfg, path, device, dtype)
+        tok = data.Tokenizer(base)
+        tok.check_vocab(model.args.vocab_size)
+        prefix = tuned if cfg.task_prefix == "auto" else cfg.task_prefix == "on"
+        print(f"== {label} ({path}), task prefix {'on' if prefix else 'off'}")
+        results[name], records = evaluate_model(cfg, name, model, tok, rows, items, prefix)
+        labels[name] = label
+        data.write_jsonl(os.path.join(out_dir, f"{name}.jsonl"), records)
+        del model
+    md = table(results, labels, cfg)
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump({"config": dataclasses.asdict(cfg), "results": results}, f, indent=1)
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write(md + "\n")
+    print(md)
+    return results
+
+
+def parse_config(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(EvalConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type is bool:
+            ap.add_argument(flag, action="store_true")
+        else:
+            ap.add_argument(flag, type=type(f.default), default=f.default)
+    ap.set_defaults(scoring="answer")
+    args = ap.parse_args(argv)
+    for field, choices in (("split", ("test", "all")), ("scoring", ("answer", "paper")),
+                           ("task_prefix", ("on", "off", "auto")), ("filter", ("paper", "strict"))):
+        if getattr(args, field) not in choices:
+            ap.error(f"--{field.replace('_', '-')} must be one of {', '.join(choices)}")
+    return EvalConfig(**vars(args))
+
+
+def main(argv=None):
+    try:
+        return run(parse_config(argv))
+    except (CheckpointError, lora.AdapterError, data.DataError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,383 @@
+"""Train one stage of US-Tuning (or the tiny world's base model) in one plain loop.
+
+    python train.py --stage 0                          # tiny world: tokenizer + small Llama from scratch -> out/base
+    python train.py --stage 1                          # Cognition Assessment LoRA -> out/stage1
+    python train.py --stage 2 --init out/stage1        # merge stage 1, new LoRA on causal instructions -> out/stage2
+    python train.py --stage 2                          # ablation "stage 2 only" -> out/stage2_only
+    python train.py --stage 2 --data qa [--init out/stage1]   # ablations "QA only" / "stage 1 -> QA"
+    python train.py --stage 1 --model Llama-2-7b-chat-hf --asqa ASQA.json   # the paper's run (bf16, CUDA)
+    torchrun --nproc_per_node 2 train.py --stage 1 ...  # data parallel; same global batch as one process
+
+Without --model everything runs on the tiny world (data/tiny, generated if missing) with the `tiny`
+preset; with --model the `paper` preset holds the authors' LLaMA-Factory values (SPEC.md section 5).
+"""
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+import data
+import lora
+import tinyworld
+from model import CheckpointError, Llama, ModelArgs
+
+
+@dataclass
+class TrainConfig:
+    stage: int = 1
+    model: str = ""  # base checkpoint (HF layout); default out/base, the tiny world's
+    init: str = ""  # stage 2: a trained directory whose adapter is merged into the base first
+    data: str = ""  # cognition | instructions | qa; default by stage (1: cognition, 2: instructions)
+    asqa: str = ""  # ASQA.json (stage 1); default data/tiny/ASQA.json
+    hotpot: str = ""  # hotpot_train_v1.1.json (stage 2, qa); default data/tiny/...
+    base_corpus: str = ""  # stage 0 only; default data/tiny/base_corpus.jsonl
+    stage2_targets: str = ""  # JSONL {"_id", "output"}: teacher outputs instead of generated targets
+    out: str = ""  # default out/<run name>
+    preset: str = ""  # paper | tiny | micro; default paper with --model, tiny without
+    filter: str = "paper"
+    max_records: int = 1000  # stage 1: the paper's first 1000 records
+    n_items: int = 300  # stage 2 / qa: the first 300 HotpotQA items
+    revision_share: float = 0.25
+    val_share: float = 0.1
+    lr: float = 4e-5
+    epochs: int = 1
+    max_steps: int = 0  # 0 = epochs decide
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_targets: str = "q_proj,v_proj"
+    micro_batch: int = 4
+    grad_accum: int = 4
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    cutoff_len: int = 1024
+    device: str = "auto"
+    dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on CPU
+    grad_checkpointing: bool = False
+    compile: bool = False
+    seed: int = 0
+    save_every: int = 50  # optimizer steps between resumable checkpoints (and at every epoch end)
+    resume: bool = False
+    stop_after: int = 0  # stop (as if killed) after this many steps; for testing --resume
+    # stage 0 (tiny world base model from scratch)
+    vocab_size: int = 2048
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+
+
+# The paper's values are the dataclass defaults; stage 2 changes lr and epochs. The tiny world needs a
+# higher lr and more epochs (a 1M-parameter model, 1000x fewer LoRA parameters); micro is for CI only.
+PRESETS = {
+    "paper": {1: {}, 2: dict(lr=5e-5, epochs=5)},
+    "tiny": {0: dict(lr=3e-3, max_steps=1000, micro_batch=16, grad_accum=1, warmup_ratio=0.05, val_share=0.02),
+             1: dict(lr=1e-3, epochs=2), 2: dict(lr=1e-3, epochs=3)},
+    "micro": {0: dict(lr=1e-2, max_steps=60, micro_batch=8, grad_accum=1, vocab_size=1000, hidden_size=32,
+                      num_layers=2, num_heads=2, val_share=0.1),
+              1: dict(lr=1e-3, epochs=1, max_steps=4, micro_batch=2, grad_accum=2),
+              2: dict(lr=1e-3, epochs=1, max_steps=4, micro_batch=2, grad_accum=2, n_items=12, cutoff_len=2048)},
+}
+TINY = "data/tiny"
+DATA_FILE = {"base": "base_corpus", "cognition": "asqa", "instructions": "hotpot", "qa": "hotpot"}  # the file each needs
+
+
+class TrainError(RuntimeError):
+    pass
+
+
+def parse_config(argv=None) -> TrainConfig:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type is bool or f.type == "bool":
+            ap.add_argument(flag, action="store_true", default=None)
+        else:
+            ap.add_argument(flag, type=type(f.default), default=None)
+    given = {k: v for k, v in vars(ap.parse_args(argv)).items() if v is not None}
+    cfg = TrainConfig(**{k: v for k, v in given.items() if k == "stage"})
+    preset = given.get("preset") or ("paper" if given.get("model") else "tiny")
+    cfg = dataclasses.replace(cfg, preset=preset, **PRESETS[preset].get(cfg.stage, {}))
+    cfg = dataclasses.replace(cfg, **given)
+    if not cfg.data:
+        cfg.data = {0: "base", 1: "cognition", 2: "instructions"}[cfg.stage]
+    if not cfg.out:
+        name = {"base": "base", "cognition": "stage1", "instructions": "stage2" if cfg.init else "stage2_only",
+                "qa": "stage1_qa" if cfg.init else "qa_only"}[cfg.data]
+        cfg.out = os.path.join("out", name)
+    tiny = not given.get("model")
+    if tiny and not cfg.model:
+        cfg.model = "out/base"
+    for field, file in (("asqa", "ASQA.json"), ("hotpot", "hotpot_train_v1.1.json"), ("base_corpus", "base_corpus.jsonl")):
+        if tiny and not getattr(cfg, field):
+            setattr(cfg, field, os.path.join(TINY, file))
+    needed = getattr(cfg, DATA_FILE[cfg.data])
+    if needed.startswith(TINY) and not os.path.exists(needed):
+        tinyworld.write(TINY)
+    return cfg
+
+
+def build_records(cfg):
+    needed = DATA_FILE[cfg.data]
+    if not getattr(cfg, needed):
+        raise data.DataError(f"--{needed.replace('_', '-')} is required for --data {cfg.data} with --model")
+    if cfg.data == "base":
+        return data.base_records(cfg.base_corpus)
+    if cfg.data == "cognition":
+        return data.stage1_records(data.build_benchmark(cfg.asqa, cfg.filter), cfg.max_records)
+    if cfg.data == "qa":
+        return data.qa_records(cfg.hotpot, cfg.n_items)
+    return data.stage2_records(cfg.hotpot, cfg.n_items, seed=cfg.seed, revision_share=cfg.revision_share,
+                               targets_file=cfg.stage2_targets or None)
+
+
+def train_tokenizer(cfg, records, out):
+    """Stage 0: a BPE sentencepiece model laid out like Llama-2's (unk 0, bos 1, eos 2, digits split,
+    byte fallback, whitespace kept) on the world's text and every prompt template of data.py."""
+    import sentencepiece as spm
+    templates = [data.TASK_COGNITION, data.TASK_PROMPT, data.TASK_QA, data.LLAMA2_CHAT_EVAL,
+                 data.TASK_ASSIGNMENT_PREFIX] + [s for s, _, _ in data.INSTRUCTIONS]
+    text = [r["prompt"] + " " + r["output"] for r in records] + templates * 50
+    os.makedirs(out, exist_ok=True)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(text), model_prefix=os.path.join(out, "tokenizer"), vocab_size=cfg.vocab_size,
+        model_type="bpe", byte_fallback=True, split_digits=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        normalization_rule_name="identity", remove_extra_whitespaces=False, max_sentence_length=16384,
+        minloglevel=2)
+    return data.Tokenizer(os.path.join(out, "tokenizer.model"))
+
+
+def new_base_model(cfg, tok):
+    args = ModelArgs(hidden_size=cfg.hidden_size, intermediate_size=cfg.hidden_size * 3, num_hidden_layers=cfg.num_layers,
+                     num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads, vocab_size=tok.vocab_size,
+                     max_position_embeddings=2048, rms_norm_eps=1e-5, bos_token_id=tok.bos_id, eos_token_id=tok.eos_id)
+    torch.manual_seed(cfg.seed)
+    model = Llama(args)
+    for name, p in model.named_parameters():
+        if p.dim() == 2:  # HF's initializer_range 0.02; norms stay at 1
+            torch.nn.init.normal_(p, std=0.02)
+    return model
+
+
+def setup_distributed():
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def save_checkpoint(out, params, opt, sched, step):
+    """Write out/checkpoint atomically: a full new one under a temporary name, then a rename."""
+    final, tmp, old = (os.path.join(out, n) for n in ("checkpoint", "checkpoint.tmp", "checkpoint.old"))
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    save_file({k: p.detach().contiguous() for k, p in params.items()}, os.path.join(tmp, "trainable.safetensors"))
+    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
+                "rng": torch.get_rng_state()}, os.path.join(tmp, "state.pt"))
+    if os.path.exists(final):
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(out, params, opt, sched):
+    path = os.path.join(out, "checkpoint")
+    if not os.path.isdir(path):
+        raise TrainError(f"{path}: no checkpoint to resume from; run without --resume")
+    with torch.no_grad():
+        for k, v in load_file(os.path.join(path, "trainable.safetensors")).items():
+            params[k].copy_(v)
+    state = torch.load(os.path.join(path, "state.pt"), weights_only=False)
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    return state["step"]
+
+
+def cosine_with_warmup(opt, warmup, total):
+    """transformers' get_cosine_schedule_with_warmup (LLaMA-Factory's default), as a LambdaLR."""
+    def factor(step):
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def n_answer_tokens(sample):
+    return sum(y != -100 for y in sample[1][1:])  # labels are shifted inside the model
+
+
+def run_micro_batch(model, samples, pad_id, device, autocast, scale):
+    ids, labels = (torch.from_numpy(a).to(device) for a in data.collate(samples, pad_id))
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        _, loss_sum = model(ids, labels, loss_reduction="sum")
+    if scale:
+        (loss_sum / scale).backward()
+    return loss_sum.detach().float()
+
+
+def train(cfg: TrainConfig):
+    rank, world = setup_distributed()
+    main = rank == 0
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if cfg.device == "auto" else cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    dtype = getattr(torch, cfg.dtype) if cfg.dtype != "auto" else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    if main:
+        print(json.dumps(dataclasses.asdict(cfg), indent=1))
+    records = build_records(cfg)
+    base_dir, merged = cfg.model, []
+    if cfg.stage == 0:  # full-parameter training from scratch, fp32 master weights
+        tok = train_tokenizer(cfg, records, cfg.out) if main else None
+        if world > 1:
+            dist.barrier()
+            tok = data.Tokenizer(os.path.join(cfg.out, "tokenizer.model"))
+        model = new_base_model(cfg, tok).to(device)
+        dtype = torch.float32
+    else:
+        if not os.path.isdir(base_dir) and base_dir == "out/base":
+            raise TrainError("out/base: missing; build the tiny-world base model first with `python train.py --stage 0`")
+        load_base = lambda p: Llama.from_pretrained(p, device=device, dtype=dtype)
+        if cfg.init:
+            model, lin = lora.load_trained(cfg.init, load_base)
+            lora.merge_lora(model)  # the init run's own adapter, now part of the base
+            base_dir, merged = lin["base"], lin["merged"] + ([cfg.init] if lin["adapter"] else [])
+        else:
+            model = load_base(base_dir)
+        tok = data.Tokenizer(base_dir)
+        tok.check_vocab(model.args.vocab_size)
+        torch.manual_seed(cfg.seed)
+        lora.apply_lora(model, cfg.lora_targets.split(","), cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+    model.gradient_checkpointing = cfg.grad_checkpointing
+    if cfg.compile:
+        for layer in model.model.layers:
+            layer.compile()  # per block and in place: state-dict keys stay clean
+    autocast = device.type == "cuda" and dtype == torch.bfloat16 or (cfg.stage == 0 and device.type == "cuda")
+
+    samples, dropped = data.tokenize_records(tok, records, cfg.cutoff_len)
+    if not samples:
+        raise data.DataError(f"every one of {len(records)} records is longer than --cutoff-len {cfg.cutoff_len}")
+    order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+    n_val = math.ceil(cfg.val_share * len(samples)) if cfg.val_share > 0 else 0
+    val, trn = [samples[i] for i in order[:n_val]], [samples[i] for i in order[n_val:]]
+    per_step = cfg.micro_batch * cfg.grad_accum
+    steps_per_epoch = math.ceil(len(trn) / per_step)
+    total = cfg.max_steps or steps_per_epoch * cfg.epochs
+    if main:
+        print(f"{len(records)} records -> {len(trn)} train / {len(val)} val samples, {dropped} dropped "
+              f"(longer than {cfg.cutoff_len} tokens even with the context cut); {total} steps of {per_step}; "
+              f"{lora.num_trainable(model):,} trainable of {model.num_params():,} parameters on {device}")
+
+    params = {k: p for k, p in model.named_parameters() if p.requires_grad}
+    opt = torch.optim.AdamW(params.values(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            fused=device.type == "cuda")
+    sched = cosine_with_warmup(opt, math.ceil(cfg.warmup_ratio * total), total)
+    os.makedirs(cfg.out, exist_ok=True)
+    step = load_checkpoint(cfg.out, params, opt, sched) if cfg.resume else 0
+    if main:
+        with open(os.path.join(cfg.out, "train_config.json"), "w") as f:
+            json.dump(dataclasses.asdict(cfg), f, indent=1)
+    metrics = open(os.path.join(cfg.out, "metrics.jsonl"), "a" if cfg.resume else "w") if main else None
+
+    def log(**row):
+        if main:
+            metrics.write(json.dumps(row) + "\n")
+            metrics.flush()
+
+    def validate():
+        loss, n = torch.zeros(2, device=device), 0
+        model.eval()
+        with torch.no_grad():
+            for i in range(rank * cfg.micro_batch, len(val), world * cfg.micro_batch):
+                chunk = val[i:i + cfg.micro_batch]
+                loss[0] += run_micro_batch(model, chunk, tok.pad_id, device, autocast, 0)
+                loss[1] += sum(n_answer_tokens(s) for s in chunk)
+        model.train()
+        if world > 1:
+            dist.all_reduce(loss)
+        return (loss[0] / loss[1]).item() if loss[1] else float("nan")
+
+    model.train()
+    bar = tqdm(total=total, initial=step, desc=f"stage {cfg.stage} ({cfg.data})", disable=not main)
+    t0, tokens_seen = time.time(), 0
+    while step < total:
+        epoch, i = divmod(step, steps_per_epoch)
+        perm = torch.randperm(len(trn), generator=torch.Generator().manual_seed(cfg.seed + 1 + epoch)).tolist()
+        batch = [trn[j] for j in perm[i * per_step:(i + 1) * per_step]]
+        chunks = [batch[k:k + cfg.micro_batch] for k in range(0, len(batch), cfg.micro_batch)]
+        # Normalise by the answer tokens of the whole global batch: the sum of the micro-batch gradients is
+        # then exactly the gradient of one big batch's mean loss, however the answers' lengths differ.
+        n_tok = sum(n_answer_tokens(s) for s in batch)
+        loss = torch.zeros((), device=device)
+        for chunk in chunks[rank::world]:
+            loss += run_micro_batch(model, chunk, tok.pad_id, device, autocast, n_tok)
+        if world > 1:  # each rank holds the gradient of its share of the global batch: sum them
+            for p in params.values():
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                dist.all_reduce(p.grad)
+            dist.all_reduce(loss)
+        loss = loss.item() / max(n_tok, 1)
+        if not math.isfinite(loss):
+            raise TrainError(f"loss is {loss} at step {step + 1}; stopped without saving, the last good checkpoint "
+                             f"in {cfg.out}/checkpoint is kept; try a lower --lr")
+        torch.nn.utils.clip_grad_norm_(params.values(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        tokens_seen += n_tok
+        rate = tokens_seen / (time.time() - t0)
+        peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+        lr = sched.get_last_lr()[0]
+        log(step=step, epoch=epoch, loss=loss, lr=lr, answer_tokens_per_s=rate, peak_mem_mb=peak)
+        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{rate:.0f}")
+        bar.update()
+        end_of_epoch = step % steps_per_epoch == 0 or step == total
+        if end_of_epoch and val:
+            v = validate()
+            log(step=step, epoch=epoch, val_loss=v)
+            if main:
+                tqdm.write(f"step {step} epoch {epoch}: val loss {v:.4f}")
+        if main and (step % cfg.save_every == 0 or end_of_epoch):
+            save_checkpoint(cfg.out, params, opt, sched, step)
+        if cfg.stop_after and step >= cfg.stop_after and step < total:
+            bar.close()
+            return None  # simulated interruption: the checkpoint is all that is left
+    bar.close()
+    if main:
+        if cfg.stage == 0:
+            model.save_pretrained(cfg.out)
+        else:
+            lora.save_adapter(model, cfg.out, base_model_name_or_path=os.path.abspath(base_dir))
+            lora.write_lineage(cfg.out, base_dir, merged)
+        print(f"saved {cfg.out}")
+    if world > 1:
+        dist.barrier()
+    return model
+
+
+def main(argv=None):
+    try:
+        train(parse_config(argv))
+    except (CheckpointError, lora.AdapterError, data.DataError, TrainError) as e:
+        sys.exit(f"error: {e}")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
