@@ -10,9 +10,10 @@ No Llama-2 weights, ASQA or HotpotQA can be downloaded everywhere, so the demo r
 - hotpot_train_v1.1.json: questions over 10 paragraphs, one holding the answer and 9 distractors.
 - base_corpus.jsonl: stage 0's data, answerable questions about other names (the answer is always in the
   passage), so the base model learns the answer bias the paper blames on instruction tuning.
-The three parts use disjoint names. Answers are sentences that restate the passage's fact ("Zorvan was
-founded in 1516."), which a 1M-parameter model learns to copy in minutes; ASQA short_answers stay bare
-values ("1516") as in the real data, and HotpotQA answers are those sentences.
+The three parts use disjoint names, so the base must read each passage: it cannot recall one. Answers are
+sentences that restate the passage's fact ("Zorvan was founded in 1516."), which a 1.4M-parameter model
+learns to copy far sooner than a bare value; ASQA short_answers stay bare values ("1516") as in the real
+data, and HotpotQA answers are those sentences. Design measurements are in the README (tiny world).
 
 This module writes files and nothing else: data.py reads them exactly as it reads the real ones.
 """

@@ -134,3 +134,21 @@ def test_missing_tiny_base_names_the_command(tmp_path, monkeypatch):
     tinyworld.write("data/tiny", asqa_names=6, hotpot_items=12, corpus_names=5)
     with pytest.raises(SystemExit, match=r"out/base: missing.*python train.py --stage 0"):
         train.main(["--stage", "1"])
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(hf_llama):
+    path, _ = hf_llama(num_key_value_heads=2)
+    tokens = torch.randint(0, 128, (2, 16))
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)  # the same random lora_A both times
+        model = lora.apply_lora(Llama.from_pretrained(path))
+        with torch.no_grad():
+            for k, p in model.named_parameters():
+                if "lora_B" in k:
+                    p.fill_(0.01)
+        model.gradient_checkpointing = ckpt
+        model.train()
+        model(tokens, tokens)[1].backward()
+        grads.append([p.grad for p in model.parameters() if p.requires_grad])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))

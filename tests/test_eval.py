@@ -1,0 +1,87 @@
+"""eval.py scores exactly what SPEC.md section 6 says, both ways, and its table agrees with its verdicts."""
+import json
+import os
+
+import data
+import eval as ev
+
+CHECK = ("\nCHECKING:\nQuestion Answering Task: You need to do the Task Prompt for the following query and context."
+         "<fulfilled>\nIf the context is not sufficient to answer the question, please answer it with 'Not Provided'"
+         "<fulfilled>")
+
+
+def test_checking_block_counts_as_refusal_only_under_paper_scoring():
+    out = "Zorvan was founded in 1516." + CHECK
+    known, unknown = ev.judge("known", out, ["1516"]), ev.judge("unknown", out, ["1516"])
+    assert known["refused_paper"] and not known["refused_answer"]
+    assert known["known_ok_paper"] and known["known_ok_answer"] and known["strict_ok"]
+    assert known["verdict"] == "correct"
+    assert unknown["refused_paper"] and unknown["verdict"] == "hallucinated"  # the scoring trap
+
+
+def test_revised_answer_is_scored_by_its_last_answer():
+    out = "Paris\nCHECKING:\nWrite the answer in capital letters.<not fulfilled>\nANSWER: PARIS" + CHECK
+    assert ev.answer_part(out) == "PARIS"
+    assert ev.judge("known", out, ["Paris"])["strict_ok"]
+
+
+def test_empty_output_is_a_refusal_both_ways():
+    r = ev.judge("unknown", "", ["x"])
+    assert r["refused_paper"] and r["refused_answer"] and r["verdict"] == "refused"
+    assert not ev.judge("known", "", ["x"])["known_ok_paper"]
+
+
+def test_refusal_containing_an_answer_token_is_lenient_correct_but_strict_refused():
+    out = "The year 1999 is not mentioned for this band."
+    r = ev.judge("known", out, ["1999"])
+    assert r["known_ok_paper"] and r["known_ok_answer"]  # the authors' lenient test
+    assert not r["strict_ok"] and r["verdict"] == "refused"
+
+
+def test_lenient_accepts_any_whitespace_token_strict_needs_the_whole_answer():
+    assert ev.lenient_known("It was Obama.", ["Barack Obama"])
+    assert not ev.strict_known("It was Obama.", ["Barack Obama"])
+    assert ev.strict_known("It was the barack obama!", ["Barack Obama"])
+    assert not ev.strict_known("In 19991.", ["1999"])  # whole tokens only
+
+
+def test_f1_is_the_harmonic_mean():
+    assert ev.f1(79.7, 93.0) == 2 * 79.7 * 93.0 / (79.7 + 93.0)
+    assert round(ev.f1(79.7, 93.0), 1) == 85.8 and ev.f1(0, 0) == 0
+
+
+def test_cognition_verdict():
+    assert ev.cognition_verdict("Insufficient") == "Insufficient"
+    assert ev.cognition_verdict("The context is <Sufficient>") == "Sufficient"
+    assert ev.cognition_verdict("Zorvan") == "neither"
+
+
+def test_end_to_end_table_rows_match_models_and_jsonl_verdicts_match_numbers(micro_world, tmp_path):
+    import train
+    w = micro_world
+    out = tmp_path / "out"
+    os.makedirs(out)
+    os.symlink(w["base"], out / "base")
+    common = ["--model", w["base"], "--preset", "micro", "--max-steps", "2"]
+    train.main(["--stage", "1", "--asqa", w["asqa"], "--out", str(out / "stage1"), *common])
+    train.main(["--stage", "2", "--init", str(out / "stage1"), "--hotpot", w["hotpot"], "--out", str(out / "stage2"), *common])
+    results = ev.main(["--asqa", w["asqa"], "--hotpot", w["hotpot"], "--out-root", str(out), "--max-rows", "6",
+                       "--instruction-items", "4", "--instruction-start", "30", "--max-new-tokens", "24"])
+    assert list(results) == ["base", "stage1", "stage2"]
+    md = (out / "eval" / "results.md").read_text()
+    assert "| base |" in md and "| stage 1 only |" in md and "| Llama-2-7B-chat (base) | 79.3 |" in md and "| US-Tuning (stage 1 -> stage 2) |" in md
+    saved = json.load(open(out / "eval" / "results.json"))["results"]
+    for name, m in saved.items():
+        recs = [json.loads(line) for line in open(out / "eval" / f"{name}.jsonl")]
+        bench = [r for r in recs if r["task"] == "benchmark"]
+        assert len(bench) == 12 and m["n_rows"] == 6
+        known = [r for r in bench if r["kind"] == "known"]
+        unknown = [r for r in bench if r["kind"] == "unknown"]
+        for s in ("answer", "paper"):
+            assert m[s]["known"] == 100.0 * sum(r[f"known_ok_{s}"] for r in known) / 6
+            assert m[s]["unknown"] == 100.0 * sum(r[f"refused_{s}"] for r in unknown) / 6
+        for r in bench:  # each stored verdict is what the scorer says of the stored output
+            assert ev.judge(r["kind"], r["output"], r["answers"])["verdict"] == r["verdict"]
+        assert len([r for r in recs if r["task"] == "instruction"]) == 4
+        assert m["task_prefix"] == (name != "base")
+        assert f"{ev.fmt(m['answer']['known'])} / {ev.fmt(m['answer']['unknown'])} / {ev.fmt(m['answer']['f1'])}" in md
