@@ -205,10 +205,12 @@ class Llama(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
         self.gradient_checkpointing = False
 
-    def forward(self, tokens, labels=None, *, positions=None, mask=None, start=0, loss_reduction="mean"):
+    def forward(self, tokens, labels=None, *, positions=None, mask=None, start=0, loss_reduction="mean",
+                last_only=False):
         """tokens (B, T). labels (B, T) are aligned with tokens (HF convention): position t is scored on
         predicting labels[t + 1]; -100 marks tokens without loss. loss_reduction "sum" gives the summed loss,
-        which train.py divides by the answer-token count of the whole accumulated batch."""
+        which train.py divides by the answer-token count of the whole accumulated batch. last_only=True
+        returns only the last position's logits (decoding needs no others; saves the vocab projection)."""
         B, T = tokens.shape
         if positions is None:
             positions = torch.arange(start, start + T, device=tokens.device).expand(B, T)
@@ -219,6 +221,8 @@ class Llama(nn.Module):
                 x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, start, use_reentrant=False)
             else:
                 x = layer(x, cos, sin, mask, start)
+        if last_only:
+            x = x[:, -1:]
         logits = self.lm_head(self.model.norm(x))
         if labels is None:
             return logits
@@ -381,7 +385,7 @@ def _generate_batch(model, prompts, max_new_tokens, eos_id):
     try:
         causal = idx[:P, None] >= idx[None, :P]
         mask = causal & (valid[:, None, :P] | torch.eye(P, dtype=torch.bool, device=device))
-        logits = model(tokens, positions=positions[:, :P], mask=mask[:, None], start=0)
+        logits = model(tokens, positions=positions[:, :P], mask=mask[:, None], start=0, last_only=True)
         new, done = [], torch.zeros(B, dtype=torch.bool, device=device)
         for t in range(P, total):
             nxt = logits[:, -1].argmax(-1)
@@ -390,7 +394,7 @@ def _generate_batch(model, prompts, max_new_tokens, eos_id):
             if done.all() or t == total - 1:
                 break
             mask = valid[:, None, None, : t + 1]
-            logits = model(nxt[:, None], positions=positions[:, t:t + 1], mask=mask, start=t)
+            logits = model(nxt[:, None], positions=positions[:, t:t + 1], mask=mask, start=t, last_only=True)
     finally:
         for layer in model.model.layers:
             layer.self_attn.cache = None
