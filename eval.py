@@ -20,11 +20,10 @@ import string
 import sys
 from dataclasses import dataclass
 
-import torch
 
 import data
 import lora
-from model import CheckpointError, Llama, generate
+from model import CheckpointError, Llama, generate, resolve_device
 
 
 @dataclass
@@ -222,9 +221,7 @@ def run(cfg: EvalConfig):
     cfg.hotpot = cfg.hotpot or ("data/tiny/hotpot_train_v1.1.json" if tiny else "")
     if not cfg.asqa:
         raise data.DataError("--asqa ASQA.json is required with --model")
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if cfg.device == "auto" else cfg.device)
-    dtype = getattr(torch, cfg.dtype) if cfg.dtype != "auto" else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    device, dtype = resolve_device(cfg.device, cfg.dtype)
     rows = [r for r in data.build_benchmark(cfg.asqa, cfg.filter) if cfg.split == "all" or r["split"] == "test"]
     rows = rows[:cfg.max_rows] if cfg.max_rows else rows
     items = (data.stage2_records(cfg.hotpot, cfg.instruction_items, start=cfg.instruction_start, seed=1)

@@ -10,7 +10,6 @@ targets are the names users already type (q_proj, v_proj). This file knows nothi
     new_tokens = generate(model, [ids1, ids2], max_new_tokens=150, eos_id=2)
 """
 import json
-import math
 import os
 from dataclasses import asdict, dataclass
 
@@ -341,6 +340,12 @@ def safetensors_files(path) -> dict:
                               "save_pretrained(dir, safe_serialization=True)")
     raise CheckpointError(f"{path}: no model.safetensors or model.safetensors.index.json; "
                           "download the checkpoint's safetensors files into it")
+
+
+def resolve_device(device="auto", dtype="auto"):
+    """The scripts' --device/--dtype: auto means CUDA in bfloat16 when there is a GPU, else CPU in float32."""
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    return dev, (getattr(torch, dtype) if dtype != "auto" else torch.bfloat16 if dev.type == "cuda" else torch.float32)
 
 
 # ---- batched greedy decoding with a preallocated KV cache ----

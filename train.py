@@ -29,7 +29,7 @@ from tqdm import tqdm
 import data
 import lora
 import tinyworld
-from model import CheckpointError, Llama, ModelArgs
+from model import CheckpointError, Llama, ModelArgs, resolve_device
 
 
 @dataclass
@@ -230,12 +230,10 @@ def run_micro_batch(model, samples, pad_id, device, autocast, scale):
 def train(cfg: TrainConfig):
     rank, world = setup_distributed()
     main = rank == 0
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if cfg.device == "auto" else cfg.device)
+    device, dtype = resolve_device(cfg.device, cfg.dtype)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
-    dtype = getattr(torch, cfg.dtype) if cfg.dtype != "auto" else (torch.bfloat16 if device.type == "cuda" else torch.float32)
     if main:
         print(json.dumps(dataclasses.asdict(cfg), indent=1))
     records = build_records(cfg)
@@ -298,7 +296,7 @@ def train(cfg: TrainConfig):
             metrics.flush()
 
     def validate():
-        loss, n = torch.zeros(2, device=device), 0
+        loss = torch.zeros(2, device=device)  # summed loss, answer tokens
         model.eval()
         with torch.no_grad():
             for i in range(rank * cfg.micro_batch, len(val), world * cfg.micro_batch):

@@ -1,8 +1,6 @@
 """bench.py's workers run (ours and the reference, training and generation) and report what the table needs.
 Timings are never asserted: speed is measured by `python bench.py`, not by tests."""
 import argparse
-import os
-import sys
 
 import bench
 from model import Llama, ModelArgs

@@ -2,7 +2,6 @@
 import json
 import os
 
-import data
 import eval as ev
 
 CHECK = ("\nCHECKING:\nQuestion Answering Task: You need to do the Task Prompt for the following query and context."

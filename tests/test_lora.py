@@ -1,6 +1,5 @@
 """lora.py is the same function as peft's LoRA, reads and writes peft's files, and merges exactly."""
 import json
-import os
 
 import pytest
 import torch
