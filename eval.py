@@ -102,17 +102,15 @@ def score_benchmark(records):
     """Metrics (percent) from the per-prompt verdicts of one model; records carry `kind` and verdicts."""
     known = [r for r in records if r["kind"] == "known"]
     unknown = [r for r in records if r["kind"] == "unknown"]
-    pct = lambda rs, key: 100.0 * sum(r[key] for r in rs) / max(len(rs), 1)
+    pct = lambda rs, hit: 100.0 * sum(map(hit, rs)) / max(len(rs), 1)  # share of rs for which hit(r)
     m = {"n_rows": len(known)}
     for s in ("answer", "paper"):
-        k, u = pct(known, f"known_ok_{s}"), pct(unknown, f"refused_{s}")
+        k, u = pct(known, lambda r: r[f"known_ok_{s}"]), pct(unknown, lambda r: r[f"refused_{s}"])
         m[s] = {"known": k, "unknown": u, "f1": f1(k, u)}
-    m["strict_known"] = pct(known, "strict_ok")
+    m["strict_known"] = pct(known, lambda r: r["strict_ok"])
     m["strict_f1"] = f1(m["strict_known"], m["answer"]["unknown"])
-    m["known_breakdown"] = {v: 100.0 * sum(r["verdict"] == v for r in known) / max(len(known), 1)
-                            for v in ("correct", "wrong", "refused")}
-    m["unknown_breakdown"] = {v: 100.0 * sum(r["verdict"] == v for r in unknown) / max(len(unknown), 1)
-                              for v in ("refused", "hallucinated")}
+    m["known_breakdown"] = {v: pct(known, lambda r: r["verdict"] == v) for v in ("correct", "wrong", "refused")}
+    m["unknown_breakdown"] = {v: pct(unknown, lambda r: r["verdict"] == v) for v in ("refused", "hallucinated")}
     return m
 
 

@@ -263,7 +263,8 @@ def train(cfg: TrainConfig):
     if cfg.compile:
         for layer in model.model.layers:
             layer.compile()  # per block and in place: state-dict keys stay clean
-    autocast = device.type == "cuda" and dtype == torch.bfloat16 or (cfg.stage == 0 and device.type == "cuda")
+    # bf16 autocast on CUDA: over bf16 base weights (LoRA stages) or fp32 master weights (stage 0)
+    autocast = device.type == "cuda" and (dtype == torch.bfloat16 or cfg.stage == 0)
 
     samples, dropped = data.tokenize_records(tok, records, cfg.cutoff_len)
     if not samples:
