@@ -87,7 +87,7 @@ def worker(a):
             if a.compile:
                 for layer in model.model.layers:
                     layer.compile()
-            step_loss = lambda: model(ids, labels)[1]
+            step_loss = lambda: model.loss(ids, labels)
         else:
             from peft import LoraConfig, get_peft_model
             if a.grad_checkpointing:

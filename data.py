@@ -340,7 +340,7 @@ def stage2_records(hotpot_path, n=300, start=0, seed=0, revision_share=0.25, tar
                                     INSTRUCTIONS[p["instruction"]][0], p["slot"])
         output = teacher.get(item["_id"]) or stage2_target(item["answer"], p["instruction"], p["slot"], p["revise"])
         out.append(dict(id=item["_id"], prompt=prompt, context=context, output=output,
-                        answer=item["answer"], instruction=p["instruction"]))
+                        answer=item["answer"], instruction=p["instruction"], slot=p["slot"]))
     return out
 
 
@@ -371,17 +371,27 @@ def qa_records(hotpot_path, n=300):
 
 
 def base_records(corpus_path):
-    """Stage 0 (tiny world only): answerable questions, each in the evaluation prompt and in TASK_QA. The
-    answer is always in the passage, so the base learns to answer, never to refuse: the paper's diagnosis."""
+    """Stage 0 (tiny world only): the base model's instruction data, one JSON object per line, either
+    {"question", "answer", "passages": [[title or null, text]], "template": "eval" | "qa", optional "prefix"
+    (eval: with TASK_ASSIGNMENT_PREFIX), "request" and "slot" (qa: a format request in slot I{slot})}
+    (answered from the passages) or {"instruction", "output"} (a general skill such as copying). The answer is always in the
+    passages, so the base learns to answer, never to refuse: the paper's diagnosis."""
     out = []
     with open(corpus_path) as f:
         for n, line in enumerate(f):
             qa = json.loads(line)
-            context = fill(ASQA_CONTEXT_HEADER, wikipage=qa["title"], context=qa["context"])
-            out.append(dict(id=f"base{n}-eval", prompt=eval_prompt(qa["question"], context, task_prefix=False),
-                            context=context, output=qa["answer"], format="raw"))
-            out.append(dict(id=f"base{n}-qa", prompt=instruction_prompt(TASK_QA, qa["question"], context),
-                            context=context, output=qa["answer"]))
+            if "instruction" in qa:
+                out.append(dict(id=f"base{n}", prompt=qa["instruction"], context="", output=qa["output"]))
+                continue
+            context = "\n".join(fill(ASQA_CONTEXT_HEADER, wikipage=title, context=text) if title else text
+                                 for title, text in qa["passages"])
+            if qa["template"] == "eval":
+                prompt = eval_prompt(qa["question"], context, task_prefix=qa.get("prefix", False))
+                out.append(dict(id=f"base{n}", prompt=prompt,
+                                context=context, output=qa["answer"], format="raw"))
+            else:
+                prompt = instruction_prompt(TASK_QA, qa["question"], context, qa.get("request", ""), qa.get("slot", 0))
+                out.append(dict(id=f"base{n}", prompt=prompt, context=context, output=qa["answer"]))
     return out
 
 

@@ -23,12 +23,13 @@ from dataclasses import dataclass
 
 import data
 import lora
+import tinyworld
 from model import CheckpointError, Llama, generate, resolve_device
 
 
 @dataclass
 class EvalConfig:
-    model: str = ""  # base checkpoint; default: the tiny world's out/base
+    model: str = ""  # base checkpoint; default: the tiny world's shipped tiny/base
     adapter: str = ""  # a trained directory (lineage.json) or any PEFT LoRA adapter for --model
     asqa: str = ""  # default data/tiny/ASQA.json
     hotpot: str = ""  # for instruction adherence; default data/tiny/hotpot_train_v1.1.json
@@ -44,7 +45,7 @@ class EvalConfig:
     instruction_items: int = 100  # held-out HotpotQA items for instruction adherence (0: skip)
     instruction_start: int = 300  # the first item after those stage 2 trained on
     device: str = "auto"
-    dtype: str = "auto"
+    dtype: str = "auto"  # auto | float32 | bfloat16; auto: bf16 autocast on CUDA and on CPUs with native bf16
 
 
 # Rows of the paper's table (SPEC 7): the directory train.py writes each run to, our label, the authors'
@@ -87,6 +88,18 @@ def strict_known(answer: str, answers) -> bool:
     """A whole normalised gold answer in the normalised answer, and the answer is not a refusal."""
     padded = f" {normalize(answer)} "
     return not is_refusal(answer) and any(f" {normalize(a)} " in padded for a in answers if normalize(a))
+
+
+def checking_well_formed(output: str, sentences) -> bool:
+    """Every CHECKING block of the output lists the prompt's requirement sentences, in order, one per line,
+    each followed by <fulfilled> or <not fulfilled>; there is at least one block."""
+    blocks = output.split(data.CHECKING)[1:]
+    want = [[s + mark for mark in ("<fulfilled>", "<not fulfilled>")] for s in sentences]
+    for block in blocks:
+        lines = block.split("ANSWER:")[0].strip().split("\n")
+        if len(lines) != len(want) or not all(line.strip() in ok for line, ok in zip(lines, want)):
+            return False
+    return bool(blocks)
 
 
 def cognition_verdict(output: str) -> str:
@@ -139,14 +152,15 @@ def model_prompts(tok, rows, hotpot_items, prefix):
                         data.STAGE1_TARGETS[kind]))
     for rec in hotpot_items:
         out.append(("instruction", rec["id"], data.INSTRUCTIONS[rec["instruction"]][0],
-                    data.encode_chat(tok, rec["prompt"])[0], rec["instruction"]))
+                    data.encode_chat(tok, rec["prompt"])[0], (rec["instruction"], rec["slot"])))
     return out
 
 
-def evaluate_model(cfg, name, model, tok, rows, hotpot_items, prefix):
+def evaluate_model(cfg, name, model, tok, rows, hotpot_items, prefix, autocast):
     prompts = model_prompts(tok, rows, hotpot_items, prefix)
-    outputs = generate(model, [p[3] for p in prompts], cfg.max_new_tokens, tok.eos_id, cfg.batch_size, progress=True)
-    records, cog_ok, cog_n, inst_ok, inst_n = [], 0, 0, 0, 0
+    outputs = generate(model, [p[3] for p in prompts], cfg.max_new_tokens, tok.eos_id, cfg.batch_size,
+                       progress=True, autocast=autocast)
+    records, cog_ok, cog_n, inst_ok, inst_n, formed = [], 0, 0, 0, 0, 0
     for (task, rid, kind, ids, ref), new in zip(prompts, outputs):
         text = tok.decode(new)
         rec = {"model": name, "task": task, "id": rid, "kind": kind, "output": text,
@@ -157,12 +171,15 @@ def evaluate_model(cfg, name, model, tok, rows, hotpot_items, prefix):
             rec.update(expected=ref, verdict=cognition_verdict(text))
             cog_ok, cog_n = cog_ok + (rec["verdict"] == ref), cog_n + 1
         else:
-            rec["passed"] = data.INSTRUCTIONS[ref][2](answer_part(text))
-            inst_ok, inst_n = inst_ok + rec["passed"], inst_n + 1
+            index, slot = ref
+            rec["passed"] = data.INSTRUCTIONS[index][2](answer_part(text))
+            rec["checking_well_formed"] = checking_well_formed(text, data.requirement_sentences(kind, slot))
+            inst_ok, inst_n, formed = inst_ok + rec["passed"], inst_n + 1, formed + rec["checking_well_formed"]
         records.append(rec)
     metrics = score_benchmark([r for r in records if r["task"] == "benchmark"])
     metrics["stage1_accuracy"] = 100.0 * cog_ok / max(cog_n, 1)
     metrics["instruction_pass"] = 100.0 * inst_ok / inst_n if inst_n else None
+    metrics["checking_well_formed"] = 100.0 * formed / inst_n if inst_n else None
     metrics["task_prefix"] = prefix
     return metrics, records
 
@@ -172,11 +189,17 @@ def find_models(cfg):
     if cfg.model:
         name = os.path.basename(os.path.normpath(cfg.adapter)) if cfg.adapter else "base"
         return [(name, name, cfg.adapter or cfg.model, None)]
-    found = [(n, label, os.path.join(cfg.out_root, n), paper) for n, label, _, paper in RUNS
+    found = [(n, label, os.path.join(cfg.out_root, n), paper) for n, label, _, paper in RUNS[1:]
              if os.path.isdir(os.path.join(cfg.out_root, n))]
+    bases = sorted({lora.read_lineage(path)["base"] for _, _, path, _ in found}) or [tinyworld.BASE]
+    if len(bases) > 1:
+        raise CheckpointError(f"{cfg.out_root}: its runs were trained on different bases ({', '.join(bases)}); "
+                              "evaluate each with --model BASE --adapter RUN")
+    if os.path.isdir(bases[0]):  # the base row: the model the runs were trained on
+        found.insert(0, ("base", RUNS[0][1], bases[0], RUNS[0][3]))
     if not found:
-        raise CheckpointError(f"{cfg.out_root}: no trained models found; run `python train.py --stage 0` "
-                              "(tiny world) or pass --model")
+        raise CheckpointError(f"{cfg.out_root}: no trained models found and no {tinyworld.BASE}; run "
+                              "`python train.py --stage 1` (tiny world) or pass --model")
     return found
 
 
@@ -198,14 +221,14 @@ def table(results, labels, cfg):
     order = [cfg.scoring, "paper" if cfg.scoring == "answer" else "answer"]
     head = ("| model | " + " | ".join(f"known / unknown / F1 ({s} scoring)" for s in order) +
             " | strict known / F1 | known: correct / wrong / refused | unknown: refused / hallucinated "
-            "| stage-1 acc | instruction pass | rows |")
+            "| stage-1 acc | instruction pass | CHECKING well-formed | rows |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, m in results.items():
         cells = [" / ".join(fmt(m[s][k]) for k in ("known", "unknown", "f1")) for s in order]
         cells.append(f"{fmt(m['strict_known'])} / {fmt(m['strict_f1'])}")
         cells.append(" / ".join(fmt(v) for v in m["known_breakdown"].values()))
         cells.append(" / ".join(fmt(v) for v in m["unknown_breakdown"].values()))
-        cells += [fmt(m["stage1_accuracy"]), fmt(m["instruction_pass"]), str(m["n_rows"])]
+        cells += [fmt(m["stage1_accuracy"]), fmt(m["instruction_pass"]), fmt(m["checking_well_formed"]), str(m["n_rows"])]
         lines.append(f"| {labels[name]} | " + " | ".join(cells) + " |")
     theirs = ["", "The authors' numbers (Llama-2-7B-chat, paper scoring, their train=test rows; not ours):", "",
               "| model | known | unknown | F1 |", "|---|---|---|---|"]
@@ -215,11 +238,14 @@ def table(results, labels, cfg):
 
 def run(cfg: EvalConfig):
     tiny = not cfg.model
-    cfg.asqa = cfg.asqa or ("data/tiny/ASQA.json" if tiny else "")
-    cfg.hotpot = cfg.hotpot or ("data/tiny/hotpot_train_v1.1.json" if tiny else "")
+    cfg.asqa = cfg.asqa or (os.path.join(tinyworld.DATA, "ASQA.json") if tiny else "")
+    cfg.hotpot = cfg.hotpot or (os.path.join(tinyworld.DATA, "hotpot_train_v1.1.json") if tiny else "")
     if not cfg.asqa:
         raise data.DataError("--asqa ASQA.json is required with --model")
-    device, dtype = resolve_device(cfg.device, cfg.dtype)
+    if tiny and not os.path.exists(cfg.asqa):
+        tinyworld.write(tinyworld.DATA)
+    device, dtype, autocast, why = resolve_device(cfg.device, cfg.dtype)
+    print(f"precision: {why}")
     rows = [r for r in data.build_benchmark(cfg.asqa, cfg.filter) if cfg.split == "all" or r["split"] == "test"]
     rows = rows[:cfg.max_rows] if cfg.max_rows else rows
     items = (data.stage2_records(cfg.hotpot, cfg.instruction_items, start=cfg.instruction_start, seed=1)
@@ -234,7 +260,7 @@ def run(cfg: EvalConfig):
         tok.check_vocab(model.args.vocab_size)
         prefix = tuned if cfg.task_prefix == "auto" else cfg.task_prefix == "on"
         print(f"== {label} ({path}), task prefix {'on' if prefix else 'off'}")
-        results[name], records = evaluate_model(cfg, name, model, tok, rows, items, prefix)
+        results[name], records = evaluate_model(cfg, name, model, tok, rows, items, prefix, autocast)
         labels[name] = label
         data.write_jsonl(os.path.join(out_dir, f"{name}.jsonl"), records)
         del model

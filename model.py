@@ -6,7 +6,7 @@ targets are the names users already type (q_proj, v_proj). This file knows nothi
 
     model = Llama.from_pretrained("Llama-2-7b-chat-hf", device="cuda", dtype=torch.bfloat16)
     logits = model(tokens)                      # (B, T, vocab)
-    logits, loss = model(tokens, labels)        # labels aligned with tokens, -100 = no loss (shifted inside)
+    loss = model.loss(tokens, labels)           # labels aligned with tokens, -100 = no loss (shifted inside)
     new_tokens = generate(model, [ids1, ids2], max_new_tokens=150, eos_id=2)
 """
 import json
@@ -204,12 +204,8 @@ class Llama(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
         self.gradient_checkpointing = False
 
-    def forward(self, tokens, labels=None, *, positions=None, mask=None, start=0, loss_reduction="mean",
-                last_only=False):
-        """tokens (B, T). labels (B, T) are aligned with tokens (HF convention): position t is scored on
-        predicting labels[t + 1]; -100 marks tokens without loss. loss_reduction "sum" gives the summed loss,
-        which train.py divides by the answer-token count of the whole accumulated batch. last_only=True
-        returns only the last position's logits (decoding needs no others; saves the vocab projection)."""
+    def hidden(self, tokens, positions=None, mask=None, start=0):
+        """The last block's output (B, T, hidden), before the final norm."""
         B, T = tokens.shape
         if positions is None:
             positions = torch.arange(start, start + T, device=tokens.device).expand(B, T)
@@ -220,14 +216,25 @@ class Llama(nn.Module):
                 x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, start, use_reentrant=False)
             else:
                 x = layer(x, cos, sin, mask, start)
-        if last_only:
-            x = x[:, -1:]
-        logits = self.lm_head(self.model.norm(x))
-        if labels is None:
-            return logits
-        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                               ignore_index=-100, reduction=loss_reduction)
-        return logits, loss
+        return x
+
+    def forward(self, tokens, *, positions=None, mask=None, start=0, last_only=False):
+        """Logits (B, T, vocab) for tokens (B, T); last_only=True projects only the last position (decoding
+        needs no others)."""
+        x = self.hidden(tokens, positions, mask, start)
+        return self.lm_head(self.model.norm(x[:, -1:] if last_only else x))
+
+    def loss(self, tokens, labels, reduction="mean"):
+        """Cross-entropy of predicting labels[t + 1] at position t (labels aligned with tokens, the HF
+        convention; -100 = no loss). Only the positions that carry a label go through the final norm, lm_head
+        and the fp32 cross-entropy: a 3-token answer after a 1000-token prompt projects 3 positions onto the
+        vocabulary, not 1000 (same loss and gradients as full logits). reduction "sum" gives the summed loss,
+        which train.py divides by the answer-token count of the whole accumulated batch."""
+        x = self.hidden(tokens)[:, :-1]
+        target = labels[:, 1:]
+        keep = target != -100
+        logits = self.lm_head(self.model.norm(x[keep]))
+        return F.cross_entropy(logits.float(), target[keep], reduction=reduction)
 
     # ---- Hugging Face checkpoints in and out ----
 
@@ -342,17 +349,37 @@ def safetensors_files(path) -> dict:
                           "download the checkpoint's safetensors files into it")
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 matmuls run natively (3.3x fp32's speed measured on such a CPU); without
+    them bf16 is emulated and slower than fp32."""
+    cpu = torch.cpu
+    return any(getattr(cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
 def resolve_device(device="auto", dtype="auto"):
-    """The scripts' --device/--dtype: auto means CUDA in bfloat16 when there is a GPU, else CPU in float32."""
+    """The scripts' --device/--dtype -> (device, weight dtype, bf16 autocast on/off, why, in words).
+    auto: CUDA keeps bf16 weights under bf16 autocast; a CPU with native bf16 keeps fp32 weights (and fp32
+    LoRA / master weights) under bf16 autocast; any other CPU runs plain fp32. float32 turns autocast off."""
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-    return dev, (getattr(torch, dtype) if dtype != "auto" else torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    if dtype not in ("auto", "float32", "bfloat16"):
+        raise ValueError(f"--dtype must be auto, float32 or bfloat16, not {dtype!r}")
+    if dtype == "float32":
+        return dev, torch.float32, False, "float32 (asked for)"
+    if dtype == "bfloat16":
+        return dev, torch.bfloat16, True, "bf16 weights, bf16 autocast (asked for)"
+    if dev.type == "cuda":
+        return dev, torch.bfloat16, True, "auto: CUDA -> bf16 weights, bf16 autocast"
+    if dev.type == "cpu" and cpu_has_native_bf16():
+        return dev, torch.float32, True, "auto: this CPU computes bf16 natively -> fp32 weights, bf16 autocast"
+    return dev, torch.float32, False, f"auto: {dev.type} without native bf16 -> float32"
 
 
 # ---- batched greedy decoding with a preallocated KV cache ----
 
 @torch.no_grad()
-def generate(model: Llama, prompts, max_new_tokens, eos_id, batch_size=16, progress=False):
+def generate(model: Llama, prompts, max_new_tokens, eos_id, batch_size=16, progress=False, autocast=False):
     """Greedy-decode each prompt (a list of token ids) and return only its new tokens, without the EOS.
+    autocast=True runs under bf16 autocast with a bf16 KV cache (resolve_device says when).
 
     Prompts are sorted by length and run in batches. Inside a batch they are left-padded; each row's
     positions start at 0 at its first real token and padding is masked out of attention, so every row
@@ -362,14 +389,15 @@ def generate(model: Llama, prompts, max_new_tokens, eos_id, batch_size=16, progr
     out = [None] * len(prompts)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     for idx in tqdm(batches, desc="generate", disable=not progress):
-        for i, toks in zip(idx, _generate_batch(model, [prompts[i] for i in idx], max_new_tokens, eos_id)):
-            out[i] = toks
+        with torch.autocast(model.lm_head.weight.device.type, dtype=torch.bfloat16, enabled=autocast):
+            for i, toks in zip(idx, _generate_batch(model, [prompts[i] for i in idx], max_new_tokens, eos_id)):
+                out[i] = toks
     return out
 
 
 def _generate_batch(model, prompts, max_new_tokens, eos_id):
     device = model.lm_head.weight.device
-    dtype = model.model.embed_tokens.weight.dtype
+    dtype = torch.bfloat16 if torch.is_autocast_enabled(device.type) else model.model.embed_tokens.weight.dtype
     B, P = len(prompts), max(len(p) for p in prompts)
     total = P + max_new_tokens
     if total > model.args.max_position_embeddings:

@@ -1,6 +1,6 @@
 """The tiny world: a seeded fictional world written in the raw formats of the paper's datasets.
 
-    python tinyworld.py --out data/tiny      # ASQA.json, hotpot_train_v1.1.json, base_corpus.jsonl
+    python tinyworld.py --out data/tiny      # ASQA.json, hotpot_train_v1.1.json, base_corpus.jsonl, world_words.txt
 
 No Llama-2 weights, ASQA or HotpotQA can be downloaded everywhere, so the demo runs on this instead:
 - Ambiguous names shared by 2-4 entities of different kinds (a city, a band, a painter, a ship), one
@@ -8,12 +8,17 @@ No Llama-2 weights, ASQA or HotpotQA can be downloaded everywhere, so the demo r
   topically close (same name, another entity) exactly as in ASQA: the passage about the city Zorvan cannot
   answer "When was the band Zorvan formed?", but it invites the hallucination "Zorvan was formed in 1516."
 - hotpot_train_v1.1.json: questions over 10 paragraphs, one holding the answer and 9 distractors.
-- base_corpus.jsonl: stage 0's data, answerable questions about other names (the answer is always in the
-  passage), so the base model learns the answer bias the paper blames on instruction tuning.
-The three parts use disjoint names, so the base must read each passage: it cannot recall one. Answers are
-sentences that restate the passage's fact ("Zorvan was founded in 1516."), which a 1.4M-parameter model
-learns to copy far sooner than a bare value; ASQA short_answers stay bare values ("1516") as in the real
-data, and HotpotQA answers are those sentences. Design measurements are in the README (tiny world).
+- base_corpus.jsonl: stage 0's data, the tiny base model's "instruction tuning": answerable questions (the
+  answer is always in the passage, so the base learns the answer bias the paper blames), over one passage,
+  over all passages of an ambiguous name, and over ten paragraphs with format requests of its own pool;
+  plus copying text. None of it is a US-Tuning task (no Sufficient/Insufficient, no 'Not Provided', no
+  CHECKING, no stage-2 instruction).
+- world_words.txt: the names and years, which stage 0's tokenizer keeps as one piece each.
+One pool of 160 names serves every part, with facts drawn afresh every time, so every name is a frequent
+token but no benchmark fact was ever seen: the base must read the passage. Answers are
+sentences that restate the passage's fact ("Zorvan was founded in 1516."); ASQA short_answers stay bare
+values ("1516") as in the real data, and HotpotQA answers are those sentences. Design measurements are in
+the README (tiny world).
 
 This module writes files and nothing else: data.py reads them exactly as it reads the real ones.
 """
@@ -22,8 +27,13 @@ import json
 import os
 import random
 
+import data
+
+DATA = "data/tiny"  # the raw files train.py and eval.py read by default (written here when missing)
+BASE = "tiny/base"  # the shipped stage-0 base model (HF layout); `python train.py --stage 0` rebuilds it
+
 # kind -> its two facts: (passage sentence, question, value pool); "{n}" is the name, "{v}" the value.
-YEARS = [str(y) for y in range(1100, 2000)]
+YEARS = [str(y) for y in range(1800, 2000)]
 KINDS = {
     "city": [("{n} was founded in {v}.", "When was the city {n} founded?", YEARS),
              ("{n} lies in {v}.", "Where does the city {n} lie?",
@@ -41,13 +51,19 @@ KINDS = {
 ONSETS, VOWELS, CODAS = "bdfgklmnprstvz", "aeiou", ["", "", "n", "r", "l", "s"]
 
 
-def make_names(rng, count):
+def make_names(rng, count, avoid=""):
+    """`count` distinct made-up names, none of which occurs inside `avoid` (the tokenizer keeps each name one
+    piece wherever it appears, so a name must not hide inside another word). Sorted before the shuffle: a
+    set's order changes from process to process, the world must not."""
     names = set()
     while len(names) < count:
         syllables = rng.randint(2, 3)
-        name = "".join(rng.choice(ONSETS) + rng.choice(VOWELS) for _ in range(syllables)) + rng.choice(CODAS)
-        names.add(name.capitalize())
-    return sorted(names, key=lambda _: rng.random())
+        name = ("".join(rng.choice(ONSETS) + rng.choice(VOWELS) for _ in range(syllables)) + rng.choice(CODAS)).capitalize()
+        if name not in avoid:
+            names.add(name)
+    names = sorted(names)
+    rng.shuffle(names)
+    return names
 
 
 def make_entity(rng, name, kind):
@@ -90,34 +106,97 @@ def hotpot_item(rng, k, gold, distractors):
             "supporting_facts": [[gold["title"], fact_index]], "context": context, "type": "bridge", "level": "easy"}
 
 
-def generate(seed=0, asqa_names=120, hotpot_items=400, corpus_names=4000):
-    """Return (asqa, hotpot, corpus) for one seed; the same seed always gives the same world."""
+# Stage 0's format requests: a pool of its own, so that the base follows a request sentence in a prompt the
+# way a chat model does, while the stage-2 pool (data.INSTRUCTIONS) stays unseen until stage 2.
+FORMAT_REQUESTS = [
+    ("Put the answer between angle brackets.", lambda a: f"<{a}>"),
+    ("Start the answer with \"Answer:\".", lambda a: f"Answer: {a}"),
+    ("Write the answer in italics with underscores.", lambda a: f"_{a}_"),
+    ("Put the answer in curly braces.", lambda a: "{" + a + "}"),
+    ("Begin the answer with the word \"Well\".", lambda a: f"Well, {a}"),
+    ("Put an arrow before the answer.", lambda a: f"=> {a}"),
+    ("End the answer with the words \"as the context says\".", lambda a: a.rstrip(".") + " as the context says."),
+    ("Give the answer three times, separated by a bar.", lambda a: f"{a} | {a} | {a}"),
+    ("Put the answer after a star and a space.", lambda a: f"* {a}"),
+    ("Join the words of the answer with underscores.", lambda a: "_".join(a.split())),
+]
+# Stage 0's copying task: the general skill behind reading a prompt back (no CHECKING, no marks). Its loss
+# covers every copied token, so it is what first forms the model's copying (induction) heads.
+COPY_REQUEST = "Repeat the text below, one sentence per line."
+
+
+def corpus_records(rng, names, count):
+    """Stage 0's instruction data: `count` draws of a name from `names` (the benchmark's names too), each with
+    1-4 entities of different kinds (ambiguous, as in ASQA) whose facts are drawn afresh every time, so a
+    fact is never worth remembering: the base must read the passage. Every question is answerable. Per draw:
+    - one question per entity over its own passage (the evaluation prompt, or TASK_QA),
+    - with several entities: a question over all the name's passages, so the kind in the question decides,
+    - half the time, a question over ten paragraphs (nine about other names), as in HotpotQA, in TASK_QA;
+      half of those carry a format request from FORMAT_REQUESTS in one of TASK_QA's five slots,
+    - a copying task over one to four passages about other names."""
+    out = []
+    for _ in range(count):
+        name = rng.choice(names)
+        group = [make_entity(rng, name, k) for k in rng.sample(sorted(KINDS), rng.choice([1, 1, 2, 3, 4]))]
+        others = [make_entity(rng, n, rng.choice(sorted(KINDS))) for n in rng.sample(names, 10) if n != name][:9]
+        asked = [(e, [e]) for e in group] + ([(rng.choice(group), rng.sample(group, len(group)))] if len(group) > 1 else [])
+        for e, shown in asked:
+            question, answer, _value = rng.choice(e["facts"])
+            template = rng.choice(["eval", "qa"])
+            out.append(dict(question=question, answer=answer, template=template, passages=[
+                [g["title"], " ".join(g["sentences"])] for g in shown], **({"prefix": rng.random() < 0.5} if template == "eval" else {})))
+        if rng.random() < 0.5:
+            e = rng.choice(group)
+            question, answer, _value = rng.choice(e["facts"])
+            paragraphs = [e] + others
+            rng.shuffle(paragraphs)
+            rec = dict(question=question, answer=answer, template="qa",
+                       passages=[[None, " ".join(p["sentences"])] for p in paragraphs])
+            if rng.random() < 0.5:
+                request, apply = rng.choice(FORMAT_REQUESTS)
+                rec.update(answer=apply(answer), request=request, slot=rng.randrange(5))
+            out.append(rec)
+        sentences = [s for p in others[:rng.randint(1, 4)] for s in p["sentences"]]
+        out.append(dict(instruction=COPY_REQUEST + "\n\n" + " ".join(sentences), output="\n".join(sentences)))
+    return out
+
+
+def generate(seed=0, names=160, asqa_names=120, hotpot_items=400, corpus_draws=8000, avoid=""):
+    """Return (asqa, hotpot, corpus, names) for one seed; the same seed always gives the same world. One pool
+    of `names` serves every part, each draw with facts drawn afresh: ASQA gives `asqa_names` of them one
+    record each, a HotpotQA item asks about one and uses nine others as distractors, stage 0 draws from all.
+    So every name is a frequent token, yet no fact is worth remembering: the base must read the passage."""
     rng = random.Random(seed)
-    names = make_names(rng, asqa_names + hotpot_items + corpus_names)
-    asqa_pool, hotpot_pool, corpus_pool = (names[:asqa_names], names[asqa_names:asqa_names + hotpot_items],
-                                           names[asqa_names + hotpot_items:])
+    pool = make_names(rng, names, avoid)
     train = {}
-    for k, name in enumerate(asqa_pool):
+    for name in pool[:asqa_names]:
         rec = asqa_record(rng, name)
         rec["sample_id"] = f"{rng.getrandbits(62):016x}"
         train[rec["sample_id"]] = rec
     asqa = {"train": train, "dev": {}}
-    hotpot_entities = [make_entity(rng, n, rng.choice(sorted(KINDS))) for n in hotpot_pool]
-    hotpot = [hotpot_item(rng, k, e, rng.sample(hotpot_entities[:k] + hotpot_entities[k + 1:], 9))
-              for k, e in enumerate(hotpot_entities)]
-    corpus = []
-    for name in corpus_pool:
-        e = make_entity(rng, name, rng.choice(sorted(KINDS)))
-        for question, answer, _value in e["facts"]:
-            corpus.append(dict(question=question, context=" ".join(e["sentences"]), title=e["title"], answer=answer))
-    return asqa, hotpot, corpus
+    hotpot = []
+    for k in range(hotpot_items):
+        gold, *distractors = (make_entity(rng, n, rng.choice(sorted(KINDS))) for n in rng.sample(pool, 10))
+        hotpot.append(hotpot_item(rng, k, gold, distractors))
+    return asqa, hotpot, corpus_records(rng, pool, corpus_draws), pool
+
+
+def fixed_text():
+    """Every text of the world that is not a name: the prompts, the requests, the sentence patterns, values."""
+    prompts = [data.TASK_COGNITION, data.TASK_QA, data.TASK_PROMPT, data.LLAMA2_CHAT_EVAL, data.TASK_ASSIGNMENT_PREFIX,
+               data.ASQA_CONTEXT_HEADER, COPY_REQUEST] + [s for s, _, _ in data.INSTRUCTIONS] + [s for s, _ in FORMAT_REQUESTS]
+    world = [" ".join([s, q] + pool) for facts in KINDS.values() for s, q, pool in facts if pool is not YEARS]
+    return "\n".join(prompts + world)
 
 
 def write(out, seed=0, **sizes):
-    asqa, hotpot, corpus = generate(seed, **sizes)
+    """Write ASQA.json, hotpot_train_v1.1.json, base_corpus.jsonl (stage 0's data) and world_words.txt (the
+    names and years, which stage 0's tokenizer keeps whole) into `out`."""
+    asqa, hotpot, corpus, names = generate(seed, avoid=fixed_text(), **sizes)
     os.makedirs(out, exist_ok=True)
     files = {"ASQA.json": json.dumps(asqa, indent=1), "hotpot_train_v1.1.json": json.dumps(hotpot, indent=1),
-             "base_corpus.jsonl": "".join(json.dumps(r) + "\n" for r in corpus)}
+             "base_corpus.jsonl": "".join(json.dumps(r) + "\n" for r in corpus),
+             "world_words.txt": "".join(w + "\n" for w in names + YEARS)}
     for name, text in files.items():
         with open(os.path.join(out, name + ".tmp"), "w") as f:
             f.write(text)
@@ -127,8 +206,8 @@ def write(out, seed=0, **sizes):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default="data/tiny")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=DATA, help="directory to write the three files to (default: %(default)s)")
+    ap.add_argument("--seed", type=int, default=0, help="the world's seed (default: %(default)s)")
     args = ap.parse_args()
     for name, path in write(args.out, args.seed).items():
         print(f"wrote {path}")

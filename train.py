@@ -1,7 +1,7 @@
 """Train one stage of US-Tuning (or the tiny world's base model) in one plain loop.
 
-    python train.py --stage 0                          # tiny world: tokenizer + small Llama from scratch -> out/base
-    python train.py --stage 1                          # Cognition Assessment LoRA -> out/stage1
+    python train.py --stage 1                          # Cognition Assessment LoRA on the shipped tiny/base -> out/stage1
+    python train.py --stage 0                          # rebuild tiny/base: tokenizer + small Llama from scratch
     python train.py --stage 2 --init out/stage1        # merge stage 1, new LoRA on causal instructions -> out/stage2
     python train.py --stage 2                          # ablation "stage 2 only" -> out/stage2_only
     python train.py --stage 2 --data qa [--init out/stage1]   # ablations "QA only" / "stage 1 -> QA"
@@ -13,6 +13,7 @@ preset; with --model the `paper` preset holds the authors' LLaMA-Factory values 
 """
 import argparse
 import dataclasses
+import io
 import json
 import math
 import os
@@ -35,12 +36,13 @@ from model import CheckpointError, Llama, ModelArgs, resolve_device
 @dataclass
 class TrainConfig:
     stage: int = 1
-    model: str = ""  # base checkpoint (HF layout); default out/base, the tiny world's
+    model: str = ""  # base checkpoint (HF layout); default tiny/base, the tiny world's shipped base
     init: str = ""  # stage 2: a trained directory whose adapter is merged into the base first
     data: str = ""  # cognition | instructions | qa; default by stage (1: cognition, 2: instructions)
     asqa: str = ""  # ASQA.json (stage 1); default data/tiny/ASQA.json
     hotpot: str = ""  # hotpot_train_v1.1.json (stage 2, qa); default data/tiny/...
     base_corpus: str = ""  # stage 0 only; default data/tiny/base_corpus.jsonl
+    whole_words: str = ""  # stage 0 only: words the tokenizer keeps as one piece each; default data/tiny/world_words.txt
     stage2_targets: str = ""  # JSONL {"_id", "output"}: teacher outputs instead of generated targets
     out: str = ""  # default out/<run name>
     preset: str = ""  # paper | tiny | micro; default paper with --model, tiny without
@@ -63,7 +65,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     cutoff_len: int = 1024
     device: str = "auto"
-    dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on CPU
+    dtype: str = "auto"  # auto | float32 | bfloat16; auto: bf16 autocast on CUDA and on CPUs with native bf16
     grad_checkpointing: bool = False
     compile: bool = False
     seed: int = 0
@@ -75,6 +77,7 @@ class TrainConfig:
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
+    tie_embeddings: bool = False  # one matrix for embed_tokens and lm_head (SmolLM2 does; Llama-2 does not)
 
 
 # The paper's values are the dataclass defaults; stage 2 changes lr and epochs. The tiny world needs a
@@ -82,14 +85,14 @@ class TrainConfig:
 # section: lr 1e-3 for 2 epochs left stage 1 at loss 4.7); micro is for CI only.
 PRESETS = {
     "paper": {1: {}, 2: dict(lr=5e-5, epochs=5)},
-    "tiny": {0: dict(lr=3e-3, max_steps=1500, micro_batch=16, grad_accum=1, warmup_ratio=0.05, val_share=0.02),
+    "tiny": {0: dict(lr=2e-3, max_steps=4000, micro_batch=16, grad_accum=1, warmup_ratio=0.03, val_share=0.01,
+                     hidden_size=256, num_layers=4, num_heads=8, tie_embeddings=True, save_every=100),
              1: dict(lr=1e-2, epochs=3), 2: dict(lr=1e-2, epochs=3)},
-    "micro": {0: dict(lr=1e-2, max_steps=60, micro_batch=8, grad_accum=1, vocab_size=1000, hidden_size=32,
+    "micro": {0: dict(lr=1e-2, max_steps=60, micro_batch=8, grad_accum=1, vocab_size=1500, hidden_size=32,
                       num_layers=2, num_heads=2, val_share=0.1),
               1: dict(lr=1e-3, epochs=1, max_steps=4, micro_batch=2, grad_accum=2),
               2: dict(lr=1e-3, epochs=1, max_steps=4, micro_batch=2, grad_accum=2, n_items=12, cutoff_len=2048)},
 }
-TINY = "data/tiny"
 DATA_FILE = {"base": "base_corpus", "cognition": "asqa", "instructions": "hotpot", "qa": "hotpot"}  # the file each needs
 
 
@@ -112,19 +115,22 @@ def parse_config(argv=None) -> TrainConfig:
     cfg = dataclasses.replace(cfg, **given)
     if not cfg.data:
         cfg.data = {0: "base", 1: "cognition", 2: "instructions"}[cfg.stage]
+    tiny = not given.get("model")
+    if not cfg.out and cfg.stage == 0 and tiny:  # only the tiny preset rebuilds the shipped base
+        cfg.out = tinyworld.BASE if preset == "tiny" else os.path.join("out", "base")
     if not cfg.out:
         name = {"base": "base", "cognition": "stage1", "instructions": "stage2" if cfg.init else "stage2_only",
                 "qa": "stage1_qa" if cfg.init else "qa_only"}[cfg.data]
         cfg.out = os.path.join("out", name)
-    tiny = not given.get("model")
     if tiny and not cfg.model:
-        cfg.model = "out/base"
-    for field, file in (("asqa", "ASQA.json"), ("hotpot", "hotpot_train_v1.1.json"), ("base_corpus", "base_corpus.jsonl")):
+        cfg.model = tinyworld.BASE
+    for field, file in (("asqa", "ASQA.json"), ("hotpot", "hotpot_train_v1.1.json"), ("base_corpus", "base_corpus.jsonl"),
+                        ("whole_words", "world_words.txt")):
         if tiny and not getattr(cfg, field):
-            setattr(cfg, field, os.path.join(TINY, file))
+            setattr(cfg, field, os.path.join(tinyworld.DATA, file))
     needed = getattr(cfg, DATA_FILE[cfg.data])
-    if needed.startswith(TINY) and not os.path.exists(needed):
-        tinyworld.write(TINY)
+    if needed.startswith(tinyworld.DATA) and not os.path.exists(needed):
+        tinyworld.write(tinyworld.DATA)
     return cfg
 
 
@@ -144,24 +150,36 @@ def build_records(cfg):
 
 def train_tokenizer(cfg, records, out):
     """Stage 0: a BPE sentencepiece model laid out like Llama-2's (unk 0, bos 1, eos 2, digits split,
-    byte fallback, whitespace kept) on the world's text and every prompt template of data.py."""
+    byte fallback, whitespace kept) on the world's text and every prompt template of data.py. Each word of
+    --whole-words (the world's names and years) is one piece: a tiny model copies a one-token name with one
+    attention step, where a multi-token one needs induction heads it forms late (README, tiny world)."""
     import sentencepiece as spm
+    words = []
+    if cfg.whole_words:
+        with open(cfg.whole_words) as f:
+            words = [w.strip() for w in f if w.strip()]
     templates = [data.TASK_COGNITION, data.TASK_PROMPT, data.TASK_QA, data.LLAMA2_CHAT_EVAL,
                  data.TASK_ASSIGNMENT_PREFIX] + [s for s, _, _ in data.INSTRUCTIONS]
     text = [r["prompt"] + " " + r["output"] for r in records] + templates * 50
-    os.makedirs(out, exist_ok=True)
+    model = io.BytesIO()  # written from memory: a model_prefix would put the output path into the file
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(text), model_prefix=os.path.join(out, "tokenizer"), vocab_size=cfg.vocab_size,
-        model_type="bpe", byte_fallback=True, split_digits=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        sentence_iterator=iter(text), model_writer=model, vocab_size=cfg.vocab_size,
+        model_type="bpe", byte_fallback=True, split_digits=True, user_defined_symbols=words, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
         normalization_rule_name="identity", remove_extra_whitespaces=False, max_sentence_length=16384,
-        minloglevel=2)
-    return data.Tokenizer(os.path.join(out, "tokenizer.model"))
+        num_threads=1, minloglevel=2)  # one thread: the same pieces on every rebuild
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "tokenizer.model")
+    with open(path + ".tmp", "wb") as f:
+        f.write(model.getvalue())
+    os.replace(path + ".tmp", path)
+    return data.Tokenizer(path)
 
 
 def new_base_model(cfg, tok):
     args = ModelArgs(hidden_size=cfg.hidden_size, intermediate_size=cfg.hidden_size * 3, num_hidden_layers=cfg.num_layers,
                      num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads, vocab_size=tok.vocab_size,
-                     max_position_embeddings=2048, rms_norm_eps=1e-5, bos_token_id=tok.bos_id, eos_token_id=tok.eos_id)
+                     max_position_embeddings=2048, rms_norm_eps=1e-5, bos_token_id=tok.bos_id, eos_token_id=tok.eos_id,
+                     tie_word_embeddings=cfg.tie_embeddings)
     torch.manual_seed(cfg.seed)
     model = Llama(args)
     for name, p in model.named_parameters():
@@ -221,7 +239,7 @@ def n_answer_tokens(sample):
 def run_micro_batch(model, samples, pad_id, device, autocast, scale):
     ids, labels = (torch.from_numpy(a).to(device) for a in data.collate(samples, pad_id))
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-        _, loss_sum = model(ids, labels, loss_reduction="sum")
+        loss_sum = model.loss(ids, labels, reduction="sum")
     if scale:
         (loss_sum / scale).backward()
     return loss_sum.detach().float()
@@ -230,12 +248,13 @@ def run_micro_batch(model, samples, pad_id, device, autocast, scale):
 def train(cfg: TrainConfig):
     rank, world = setup_distributed()
     main = rank == 0
-    device, dtype = resolve_device(cfg.device, cfg.dtype)
+    device, dtype, autocast, why = resolve_device(cfg.device, cfg.dtype)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
     if main:
         print(json.dumps(dataclasses.asdict(cfg), indent=1))
+        print(f"precision: {why}" + ("; stage 0 keeps fp32 master weights" if cfg.stage == 0 else ""))
     records = build_records(cfg)
     base_dir, merged = cfg.model, []
     if cfg.stage == 0:  # full-parameter training from scratch, fp32 master weights
@@ -246,8 +265,9 @@ def train(cfg: TrainConfig):
         model = new_base_model(cfg, tok).to(device)
         dtype = torch.float32
     else:
-        if not os.path.isdir(base_dir) and base_dir == "out/base":
-            raise TrainError("out/base: missing; build the tiny-world base model first with `python train.py --stage 0`")
+        if not os.path.isdir(base_dir) and base_dir == tinyworld.BASE:
+            raise TrainError(f"{base_dir}: missing; it ships with the repository (git checkout {base_dir}); "
+                             "`python train.py --stage 0` rebuilds it")
         load_base = lambda p: Llama.from_pretrained(p, device=device, dtype=dtype)
         if cfg.init:
             model, lin = lora.load_trained(cfg.init, load_base)
@@ -263,8 +283,6 @@ def train(cfg: TrainConfig):
     if cfg.compile:
         for layer in model.model.layers:
             layer.compile()  # per block and in place: state-dict keys stay clean
-    # bf16 autocast on CUDA: over bf16 base weights (LoRA stages) or fp32 master weights (stage 0)
-    autocast = device.type == "cuda" and (dtype == torch.bfloat16 or cfg.stage == 0)
 
     samples, dropped = data.tokenize_records(tok, records, cfg.cutoff_len)
     if not samples:

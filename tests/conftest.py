@@ -58,8 +58,9 @@ def micro_world(tmp_path_factory):
     import tinyworld
     import train
     root = tmp_path_factory.mktemp("micro")
-    files = tinyworld.write(str(root / "data"), seed=1, asqa_names=12, hotpot_items=40, corpus_names=40)
+    files = tinyworld.write(str(root / "data"), seed=1, names=40, asqa_names=12, hotpot_items=40,
+                            corpus_draws=60)
     base = str(root / "out" / "base")
     train.main(["--stage", "0", "--preset", "micro", "--base-corpus", files["base_corpus.jsonl"],
-                "--out", base])
+                "--whole-words", files["world_words.txt"], "--out", base])
     return dict(root=str(root), base=base, asqa=files["ASQA.json"], hotpot=files["hotpot_train_v1.1.json"])

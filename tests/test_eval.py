@@ -84,3 +84,18 @@ def test_end_to_end_table_rows_match_models_and_jsonl_verdicts_match_numbers(mic
         assert len([r for r in recs if r["task"] == "instruction"]) == 4
         assert m["task_prefix"] == (name != "base")
         assert f"{ev.fmt(m['answer']['known'])} / {ev.fmt(m['answer']['unknown'])} / {ev.fmt(m['answer']['f1'])}" in md
+
+
+def test_checking_well_formed_needs_every_requirement_in_order_with_a_mark():
+    import data
+    sentence = data.INSTRUCTIONS[2][0]
+    sentences = data.requirement_sentences(sentence, 3)
+    plain = data.stage2_target('"Zorvan was founded in 1516."', 2, 3, revise=False)
+    revised = data.stage2_target("Zorvan was founded in 1516.", 2, 3, revise=True)
+    assert ev.checking_well_formed(plain, sentences) and ev.checking_well_formed(revised, sentences)
+    swapped = plain.replace(sentences[1], "@").replace(sentences[2], sentences[1]).replace("@", sentences[2])
+    dropped = plain.replace(sentences[-1] + "<fulfilled>", "")
+    unmarked = plain.replace(sentences[0] + "<fulfilled>", sentences[0])
+    for bad in (swapped, dropped, unmarked, "Zorvan was founded in 1516.", plain.split("CHECKING")[0] + "CHECKING:"):
+        assert not ev.checking_well_formed(bad, sentences), bad
+    assert not ev.checking_well_formed(plain, data.requirement_sentences(sentence, 0))  # wrong slot

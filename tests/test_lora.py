@@ -68,7 +68,7 @@ def test_logits_and_lora_gradients_match_peft(hf_llama, targets):
     tokens = torch.randint(0, 128, (2, 20))
     labels = tokens.clone()
     labels[:, :8] = -100
-    logits, loss = ours(tokens, labels)
+    logits, loss = ours(tokens), ours.loss(tokens, labels)
     ref = peft(input_ids=tokens, labels=labels)
     assert (logits - ref.logits).abs().max().item() <= 1e-4
     loss.backward()
@@ -148,7 +148,7 @@ def test_training_steps_change_only_the_adapter(hf_llama):
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     tokens = torch.randint(0, 128, (2, 12))
     for _ in range(3):
-        _, loss = model(tokens, tokens)
+        loss = model.loss(tokens, tokens)
         loss.backward()
         opt.step()
         opt.zero_grad()

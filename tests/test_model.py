@@ -4,6 +4,7 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from model import CheckpointError, Llama, generate
 
@@ -36,9 +37,31 @@ def test_loss_matches_transformers_with_ignored_labels(hf_llama):
     labels = tokens.clone()
     labels[:, :12] = -100
     with torch.no_grad():
-        _, loss = ours(tokens, labels)
+        loss = ours.loss(tokens, labels)
         ref_loss = ref(tokens, labels=labels).loss
     assert abs(loss.item() - ref_loss.item()) < 1e-5
+
+
+def test_answer_only_logits_give_the_full_logits_loss_and_gradients(hf_llama):
+    """model.loss projects only labelled positions onto the vocabulary; the result is the full-logits loss."""
+    path, _ = hf_llama(num_key_value_heads=2)
+    model = Llama.from_pretrained(path)
+    tokens = torch.randint(0, 128, (3, 24))
+    labels = torch.full_like(tokens, -100)
+    labels[0, 20:], labels[1, 5:9], labels[2, 23:] = tokens[0, 20:], tokens[1, 5:9], tokens[2, 23:]
+    grads = []
+    for answer_only in (True, False):
+        model.zero_grad()
+        if answer_only:
+            loss = model.loss(tokens, labels, reduction="sum")
+        else:
+            logits = model(tokens)[:, :-1].flatten(0, 1).float()
+            loss = F.cross_entropy(logits, labels[:, 1:].flatten(), ignore_index=-100, reduction="sum")
+        loss.backward()
+        grads.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
+    (la, ga), (lb, gb) = grads
+    assert abs(la - lb) <= 1e-5 * abs(lb)
+    assert all((a - b).abs().max().item() <= 1e-5 * max(1.0, b.abs().max().item()) for a, b in zip(ga, gb))
 
 
 def test_bf16_close_to_fp32(hf_llama):

@@ -93,7 +93,7 @@ def test_accumulated_micro_batches_give_the_one_big_batch_gradient(micro_world):
     accumulated = [p.grad.clone() for p in params]
     model.zero_grad()
     ids, labels = (torch.from_numpy(a) for a in data.collate(samples, tok.pad_id))
-    model(ids, labels)[1].backward()  # mean over all answer tokens of one batch
+    model.loss(ids, labels).backward()  # mean over all answer tokens of one batch
     for a, b in zip(accumulated, params):
         assert (a - b.grad).abs().max().item() <= 1e-6 * max(1.0, b.grad.abs().max().item())
 
@@ -131,9 +131,23 @@ def test_missing_tiny_base_names_the_command(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     os.makedirs("data/tiny")
     import tinyworld
-    tinyworld.write("data/tiny", asqa_names=6, hotpot_items=12, corpus_names=5)
-    with pytest.raises(SystemExit, match=r"out/base: missing.*python train.py --stage 0"):
+    tinyworld.write("data/tiny", names=12, asqa_names=6, hotpot_items=12, corpus_draws=5)
+    with pytest.raises(SystemExit, match=r"tiny/base: missing.*git checkout tiny/base.*python train.py --stage 0"):
         train.main(["--stage", "1"])
+
+
+def test_stage0_rebuilds_byte_identical_files(tmp_path):
+    """Seeded everything and a single-threaded sentencepiece trainer: two stage-0 runs, the same bytes."""
+    import tinyworld
+    files = tinyworld.write(str(tmp_path / "data"), seed=2, names=20, asqa_names=4, hotpot_items=12,
+                            corpus_draws=40)
+    runs = [str(tmp_path / d) for d in ("a", "b")]
+    for out in runs:
+        train.main(["--stage", "0", "--preset", "micro", "--max-steps", "8", "--base-corpus",
+                    files["base_corpus.jsonl"], "--whole-words", files["world_words.txt"], "--out", out])
+    for name in ("model.safetensors", "tokenizer.model", "config.json"):
+        a, b = (open(os.path.join(out, name), "rb").read() for out in runs)
+        assert a == b, name
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(hf_llama):
@@ -149,6 +163,6 @@ def test_gradient_checkpointing_gives_the_same_gradients(hf_llama):
                     p.fill_(0.01)
         model.gradient_checkpointing = ckpt
         model.train()
-        model(tokens, tokens)[1].backward()
+        model.loss(tokens, tokens).backward()
         grads.append([p.grad for p in model.parameters() if p.requires_grad])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
