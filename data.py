@@ -371,11 +371,11 @@ def qa_records(hotpot_path, n=300):
 
 
 def base_records(corpus_path):
-    """Stage 0 (tiny world only): the base model's instruction data, one JSON object per line, either
-    {"question", "answer", "passages": [[title or null, text]], "template": "eval" | "qa", optional "prefix"
-    (eval: with TASK_ASSIGNMENT_PREFIX), "request" and "slot" (qa: a format request in slot I{slot})}
-    (answered from the passages) or {"instruction", "output"} (a general skill such as copying). The answer is always in the
-    passages, so the base learns to answer, never to refuse: the paper's diagnosis."""
+    """Stage 0 (tiny world only): the base model's instruction data, one JSON object per line, either a
+    question answered from passages, {"question", "answer", "passages": [[title or null, text]], "template":
+    "eval" | "qa", optional "prefix" (eval: with TASK_ASSIGNMENT_PREFIX), "request" and "slot" (qa: a format
+    request in slot I{slot})}, or a general skill such as copying, {"instruction", "output"}. The answer is
+    always in the passages, so the base learns to answer, never to refuse: the paper's diagnosis."""
     out = []
     with open(corpus_path) as f:
         for n, line in enumerate(f):
@@ -387,8 +387,7 @@ def base_records(corpus_path):
                                  for title, text in qa["passages"])
             if qa["template"] == "eval":
                 prompt = eval_prompt(qa["question"], context, task_prefix=qa.get("prefix", False))
-                out.append(dict(id=f"base{n}", prompt=prompt,
-                                context=context, output=qa["answer"], format="raw"))
+                out.append(dict(id=f"base{n}", prompt=prompt, context=context, output=qa["answer"], format="raw"))
             else:
                 prompt = instruction_prompt(TASK_QA, qa["question"], context, qa.get("request", ""), qa.get("slot", 0))
                 out.append(dict(id=f"base{n}", prompt=prompt, context=context, output=qa["answer"]))
