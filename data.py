@@ -72,6 +72,7 @@ LLAMA2_CHAT_EVAL = (
 )
 TASK_ASSIGNMENT_PREFIX = "Trustworthy Question Answering Task: You need to utilize the ability learnt during both the Question Answering Task and Cognition Assessment Task. And only provide the answers which are sufficiently supported by the context, otherwise provide 'Not Provided'\n"
 ASQA_CONTEXT_HEADER = 'This is a passage about {wikipage}:\n{context}'
+PROMPTS = (TASK_COGNITION, TASK_PROMPT, TASK_QA, LLAMA2_CHAT_EVAL, TASK_ASSIGNMENT_PREFIX)  # every prompt text
 REFUSAL = 'Not Provided'
 NEG_WORDS_V3 = ('not mentioned', 'not provided', 'not given', "'t mentioned", "'t provided", "'t given", 'not provide', "'t provide", "'t mention", 'not mention', 'no context provided', 'insufficient', 'not familiar', 'not aware', 'apologize', 'not able to', 'not make sense', "'t make sense", "'t know", 'not know')
 STAGE1_TARGETS = {'known': 'Sufficient', 'unknown': 'Insufficient'}

@@ -183,8 +183,8 @@ def generate(seed=0, names=160, asqa_names=120, hotpot_items=400, corpus_draws=8
 
 def fixed_text():
     """Every text of the world that is not a name: the prompts, the requests, the sentence patterns, values."""
-    prompts = [data.TASK_COGNITION, data.TASK_QA, data.TASK_PROMPT, data.LLAMA2_CHAT_EVAL, data.TASK_ASSIGNMENT_PREFIX,
-               data.ASQA_CONTEXT_HEADER, COPY_REQUEST] + [s for s, _, _ in data.INSTRUCTIONS] + [s for s, _ in FORMAT_REQUESTS]
+    prompts = [*data.PROMPTS, data.ASQA_CONTEXT_HEADER, COPY_REQUEST] + [s for s, _, _ in data.INSTRUCTIONS] + [
+        s for s, _ in FORMAT_REQUESTS]
     world = [" ".join([s, q] + pool) for facts in KINDS.values() for s, q, pool in facts if pool is not YEARS]
     return "\n".join(prompts + world)
 
@@ -206,7 +206,7 @@ def write(out, seed=0, **sizes):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=DATA, help="directory to write the three files to (default: %(default)s)")
+    ap.add_argument("--out", default=DATA, help="directory to write the four files to (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="the world's seed (default: %(default)s)")
     args = ap.parse_args()
     for name, path in write(args.out, args.seed).items():

@@ -160,8 +160,7 @@ def train_tokenizer(cfg, records, out):
     if cfg.whole_words:
         with open(cfg.whole_words) as f:
             words = [w.strip() for w in f if w.strip()]
-    templates = [data.TASK_COGNITION, data.TASK_PROMPT, data.TASK_QA, data.LLAMA2_CHAT_EVAL,
-                 data.TASK_ASSIGNMENT_PREFIX] + [s for s, _, _ in data.INSTRUCTIONS]
+    templates = list(data.PROMPTS) + [s for s, _, _ in data.INSTRUCTIONS]
     text = [r["prompt"] + " " + r["output"] for r in records] + templates * 50
     model = io.BytesIO()  # written from memory: a model_prefix would put the output path into the file
     spm.SentencePieceTrainer.train(
