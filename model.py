@@ -9,15 +9,20 @@ targets are the names users already type (q_proj, v_proj). This file knows nothi
     loss = model.loss(tokens, labels)           # labels aligned with tokens, -100 = no loss (shifted inside)
     new_tokens = generate(model, [ids1, ids2], max_new_tokens=150, eos_id=2)
 """
+import argparse
+import dataclasses
+import inspect
 import json
 import os
+import re
+import sys
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
@@ -54,6 +59,8 @@ class ModelArgs:
         def refuse(what):
             raise CheckpointError(f"{path}: {what} is not supported by this Llama implementation "
                                   "(plain Llama/Llama-2 only); use a Llama-2-style checkpoint")
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{path}: holds {type(config).__name__}, not an object of settings; fix config.json")
         if config.get("model_type", "llama") != "llama":
             refuse(f"model_type {config['model_type']!r}")
         if config.get("rope_scaling"):
@@ -71,8 +78,23 @@ class ModelArgs:
             kw["rope_theta"] = rope["rope_theta"]
         kw.setdefault("num_key_value_heads", config.get("num_attention_heads", cls.num_attention_heads))
         for k in ("bos_token_id", "eos_token_id"):  # some configs hold a list of EOS ids
-            if isinstance(kw.get(k), list):
+            if isinstance(kw.get(k), list) and kw[k]:
                 kw[k] = kw[k][0]
+        for k, v in kw.items():  # config.json's types: a bool, a positive number, an int (a size at least 1)
+            kind = cls.__dataclass_fields__[k].type
+            if kind is bool:
+                ok = isinstance(v, bool)
+            elif kind is float:
+                ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+            else:
+                least = 0 if k in ("head_dim", "bos_token_id", "eos_token_id") else 1
+                ok = isinstance(v, int) and not isinstance(v, bool) and v >= least
+            if not ok:
+                want = "bool" if kind is bool else "positive " + kind.__name__
+                raise CheckpointError(f"{path}: {k} is {v!r}, not a {want}; fix config.json")
+        if kw["num_attention_heads"] % kw["num_key_value_heads"]:
+            raise CheckpointError(f"{path}: num_attention_heads {kw['num_attention_heads']} is not a multiple of "
+                                  f"num_key_value_heads {kw['num_key_value_heads']}; fix config.json")
         return cls(**kw)
 
     def to_config(self, dtype: torch.dtype) -> dict:
@@ -251,7 +273,7 @@ class Llama(nn.Module):
             expected.pop("lm_head.weight")
         state = {}
         for file, keys in safetensors_files(path).items():
-            with safe_open(file, framework="pt", device=str(device)) as f:
+            with open_safetensors(file, device=device) as f:
                 for key in keys:
                     if key.endswith("rotary_emb.inv_freq"):
                         continue  # old HF checkpoints saved this buffer; we recompute it
@@ -320,19 +342,37 @@ def read_config(path) -> dict:
     if not os.path.isfile(file):
         raise CheckpointError(f"{file}: missing; the model directory needs the config.json that comes "
                               "with an HF checkpoint")
-    with open(file) as f:
-        return json.load(f)
+    return read_json(file, CheckpointError, "the model's config.json (re-download it)")
+
+
+def read_json(file, error=ValueError, what="valid JSON"):
+    """json.load(file), or `error` with one line naming the file: every JSON file a script reads goes here."""
+    try:
+        with open(file, encoding="utf-8") as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise error(f"{file}: not valid JSON ({e}); expected {what}") from None
+
+
+def open_safetensors(file, error=CheckpointError, device="cpu"):
+    """safe_open(file), or `error` with one line when the file is empty, truncated or not safetensors."""
+    try:
+        return safe_open(file, framework="pt", device=str(device))
+    except (SafetensorError, OSError) as e:
+        raise error(f"{file}: unreadable ({e}); the file is truncated or damaged: write or download it again") from None
 
 
 def safetensors_files(path) -> dict:
     """{file: [tensor names]} for a single-file or sharded (model.safetensors.index.json) checkpoint."""
     single, index = os.path.join(path, "model.safetensors"), os.path.join(path, "model.safetensors.index.json")
     if os.path.isfile(single):
-        with safe_open(single, framework="pt") as f:
+        with open_safetensors(single) as f:
             return {single: list(f.keys())}
     if os.path.isfile(index):
-        with open(index) as f:
-            weight_map = json.load(f)["weight_map"]
+        weight_map = read_json(index, CheckpointError, "a safetensors index with a weight_map")
+        weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise CheckpointError(f"{index}: no weight_map of tensor name -> file; re-download the index")
         files = {}
         for key, name in weight_map.items():
             files.setdefault(os.path.join(path, name), []).append(key)
@@ -372,6 +412,57 @@ def resolve_device(device="auto", dtype="auto"):
     if dev.type == "cpu" and cpu_has_native_bf16():
         return dev, torch.float32, True, "auto: this CPU computes bf16 natively -> fp32 weights, bf16 autocast"
     return dev, torch.float32, False, f"auto: {dev.type} without native bf16 -> float32"
+
+
+# ---- the scripts' flags: one per field of their config dataclass ----
+
+# The ranges a config field may be limited to (a script's LIMITS maps field -> one of these); NaN fails each.
+RANGES = {">= 1": lambda v: v >= 1, ">= 0": lambda v: v >= 0, "> 0": lambda v: v > 0,
+          "in [0, 1)": lambda v: 0 <= v < 1, "in [0, 1]": lambda v: 0 <= v <= 1,
+          "auto, cpu or cuda[:N] (with a visible GPU)": lambda v: v in ("auto", "cpu") or bool(
+              re.fullmatch(r"cuda(:\d+)?", v)) and torch.cuda.is_available()}
+
+
+class FlagParser(argparse.ArgumentParser):
+    def error(self, message):  # one line, like every other error of the scripts (argparse adds a usage block)
+        sys.exit(f"error: {message} (see --help)")
+
+
+def config_parser(cls, description, limits=None, choices=None, notes=None, track_given=False):
+    """A FlagParser with one flag per field of the dataclass `cls` (`lr: float = 4e-5` -> --lr 4e-5). A flag's
+    help is its field's comment (or the comment of the section above it), its default and its limits.
+    track_given=True leaves unset flags None, so a script can tell the user's values from a preset's."""
+    comments, section = {}, ""
+    for line in inspect.getsource(cls).splitlines()[1:]:
+        m = re.match(r"\s+(\w+): [^#]*(?:#\s*(.*))?$", line)
+        if m:
+            comments[m[1]] = m[2] or section
+        elif line.strip().startswith("#"):
+            section = line.strip("# \n")
+    limits, choices, notes = limits or {}, choices or {}, notes or {}
+    ap = FlagParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(cls):
+        flag, text = "--" + f.name.replace("_", "-"), comments.get(f.name, "")
+        if f.type in (bool, "bool"):
+            ap.add_argument(flag, action="store_true", default=None if track_given else False,
+                            help=f"{text} (off by default)".lstrip())
+            continue
+        about = [f"default {f.default!r}"] if f.default != "" else [] if "default" in text else ["default none"]
+        about += [f"one of {', '.join(map(str, choices[f.name]))}"] if f.name in choices else \
+            [f"must be {limits[f.name]}"] if f.name in limits else []
+        about += [notes[f.name]] if f.name in notes else []
+        ap.add_argument(flag, type=type(f.default), default=None if track_given else f.default,
+                        choices=choices.get(f.name), metavar=f.name.upper(),
+                        help=f"{text} ({'; '.join(about)})".replace(" ()", "").lstrip())
+    return ap
+
+
+def check_limits(ap, cfg, limits):
+    """ap.error (one line) for the first field of cfg outside its range in `limits` (field -> RANGES key)."""
+    for name, rule in limits.items():
+        value = getattr(cfg, name)
+        if not RANGES[rule](value):
+            ap.error(f"--{name.replace('_', '-')} must be {rule}, not {value!r}")
 
 
 # ---- batched greedy decoding with a preallocated KV cache ----

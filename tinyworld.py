@@ -32,22 +32,6 @@ import data
 DATA = "data/tiny"  # the raw files train.py and eval.py read by default (written here when missing)
 BASE = "tiny/base"  # the shipped stage-0 base model (HF layout); `python train.py --stage 0` rebuilds it
 
-# kind -> its two facts: (passage sentence, question, value pool); "{n}" is the name, "{v}" the value.
-YEARS = [str(y) for y in range(1800, 2000)]
-KINDS = {
-    "city": [("{n} was founded in {v}.", "When was the city {n} founded?", YEARS),
-             ("{n} lies in {v}.", "Where does the city {n} lie?",
-              ["Keltia", "Dorvia", "Samaro", "Ulmen", "Brisca", "Tovana", "Pelagon", "Ristor"])],
-    "band": [("{n} was formed in {v}.", "When was the band {n} formed?", YEARS),
-             ("{n} plays {v} music.", "What music does the band {n} play?",
-              ["jazz", "rock", "folk", "punk", "soul", "blues", "metal", "disco"])],
-    "painter": [("{n} was born in {v}.", "When was the painter {n} born?", YEARS),
-                ("{n} paints {v}.", "What does the painter {n} paint?",
-                 ["horses", "rivers", "faces", "ships", "flowers", "mountains", "storms", "birds"])],
-    "ship": [("{n} was launched in {v}.", "When was the ship {n} launched?", YEARS),
-             ("{n} sails from {v}.", "Where does the ship {n} sail from?",
-              ["Harlow", "Meriden", "Castol", "Vennby", "Ostrak", "Lunmoor", "Pirano", "Weyford"])],
-}
 ONSETS, VOWELS, CODAS = "bdfgklmnprstvz", "aeiou", ["", "", "n", "r", "l", "s"]
 
 
@@ -125,26 +109,56 @@ FORMAT_REQUESTS = [
 COPY_REQUEST = "Repeat the text below, one sentence per line."
 
 
+# kind -> its two facts: (passage sentence, question, value pool); "{n}" is the name, "{v}" the value. The
+# shipped base copies every year out of the passage but guesses the eight-word values from their prior (23%
+# right, chance 12.5%); made-up single-token values, 50 per kind, fared worse (2%), so the pools stay (README).
+YEARS = [str(y) for y in range(1800, 2000)]
+KINDS = {
+    "city": [("{n} was founded in {v}.", "When was the city {n} founded?", YEARS),
+             ("{n} lies in {v}.", "Where does the city {n} lie?",
+              ["Keltia", "Dorvia", "Samaro", "Ulmen", "Brisca", "Tovana", "Pelagon", "Ristor"])],
+    "band": [("{n} was formed in {v}.", "When was the band {n} formed?", YEARS),
+             ("{n} plays {v} music.", "What music does the band {n} play?",
+              ["jazz", "rock", "folk", "punk", "soul", "blues", "metal", "disco"])],
+    "painter": [("{n} was born in {v}.", "When was the painter {n} born?", YEARS),
+                ("{n} paints {v}.", "What does the painter {n} paint?",
+                 ["horses", "rivers", "faces", "ships", "flowers", "mountains", "storms", "birds"])],
+    "ship": [("{n} was launched in {v}.", "When was the ship {n} launched?", YEARS),
+             ("{n} sails from {v}.", "Where does the ship {n} sail from?",
+              ["Harlow", "Meriden", "Castol", "Vennby", "Ostrak", "Lunmoor", "Pirano", "Weyford"])],
+}
+
+
+# Stage 0 keeps only this share of its harder records (several passages, ten paragraphs, copying), drawn at
+# random: with every one of them (about half the corpus, most of its answer tokens) the base never learned to
+# copy a value out of a passage in 4000 steps; with a quarter it does within 600 (README, tiny world).
+HARD_SHARE = 0.25
+
+
 def corpus_records(rng, names, count):
     """Stage 0's instruction data: `count` draws of a name from `names` (the benchmark's names too), each with
     1-4 entities of different kinds (ambiguous, as in ASQA) whose facts are drawn afresh every time, so a
     fact is never worth remembering: the base must read the passage. Every question is answerable. Per draw:
     - one question per entity over its own passage (the evaluation prompt, or TASK_QA),
+    and, each kept with probability HARD_SHARE,
     - with several entities: a question over all the name's passages, so the kind in the question decides,
     - half the time, a question over ten paragraphs (nine about other names), as in HotpotQA, in TASK_QA;
       half of those carry a format request from FORMAT_REQUESTS in one of TASK_QA's five slots,
-    - a copying task over one to four passages about other names."""
+    - a copying task over one passage about another name."""
     out = []
     for _ in range(count):
         name = rng.choice(names)
         group = [make_entity(rng, name, k) for k in rng.sample(sorted(KINDS), rng.choice([1, 1, 2, 3, 4]))]
         others = [make_entity(rng, n, rng.choice(sorted(KINDS))) for n in rng.sample(names, 10) if n != name][:9]
         asked = [(e, [e]) for e in group] + ([(rng.choice(group), rng.sample(group, len(group)))] if len(group) > 1 else [])
+        hard = []
         for e, shown in asked:
             question, answer, _value = rng.choice(e["facts"])
             template = rng.choice(["eval", "qa"])
-            out.append(dict(question=question, answer=answer, template=template, passages=[
-                [g["title"], " ".join(g["sentences"])] for g in shown], **({"prefix": rng.random() < 0.5} if template == "eval" else {})))
+            (out if len(shown) == 1 else hard).append(dict(
+                question=question, answer=answer, template=template,
+                passages=[[g["title"], " ".join(g["sentences"])] for g in shown],
+                **({"prefix": rng.random() < 0.5} if template == "eval" else {})))
         if rng.random() < 0.5:
             e = rng.choice(group)
             question, answer, _value = rng.choice(e["facts"])
@@ -155,9 +169,10 @@ def corpus_records(rng, names, count):
             if rng.random() < 0.5:
                 request, apply = rng.choice(FORMAT_REQUESTS)
                 rec.update(answer=apply(answer), request=request, slot=rng.randrange(5))
-            out.append(rec)
-        sentences = [s for p in others[:rng.randint(1, 4)] for s in p["sentences"]]
-        out.append(dict(instruction=COPY_REQUEST + "\n\n" + " ".join(sentences), output="\n".join(sentences)))
+            hard.append(rec)
+        sentences = others[0]["sentences"]  # one passage: over four, copying stayed at chance and slowed the rest
+        hard.append(dict(instruction=COPY_REQUEST + "\n\n" + " ".join(sentences), output="\n".join(sentences)))
+        out += [r for r in hard if rng.random() < HARD_SHARE]
     return out
 
 

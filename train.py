@@ -11,31 +11,33 @@
 Without --model everything runs on the tiny world (data/tiny, generated if missing) with the `tiny`
 preset; with --model the `paper` preset holds the authors' LLaMA-Factory values (SPEC.md section 5).
 """
-import argparse
 import dataclasses
 import io
 import json
 import math
 import os
+import pickle
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 import data
 import lora
 import tinyworld
-from model import CheckpointError, Llama, ModelArgs, resolve_device
+from model import CheckpointError, Llama, ModelArgs, check_limits, config_parser, read_json, resolve_device
 
 
 @dataclass
 class TrainConfig:
-    stage: int = 1
+    stage: int = 1  # 1: uncertainty recognition (cognition), 2: causal instructions, 0: the tiny base
     model: str = ""  # base checkpoint (HF layout); default tiny/base, the tiny world's shipped base
     init: str = ""  # stage 2: a trained directory whose adapter is merged into the base first
     data: str = ""  # cognition | instructions | qa; default by stage (1: cognition, 2: instructions)
@@ -45,32 +47,35 @@ class TrainConfig:
     whole_words: str = ""  # stage 0 only: words the tokenizer keeps as one piece each; default data/tiny/world_words.txt
     stage2_targets: str = ""  # JSONL {"_id", "output"}: teacher outputs instead of generated targets
     out: str = ""  # default out/<run name>
-    preset: str = ""  # paper | tiny | micro; default paper with --model, tiny without
-    filter: str = "paper"
+    preset: str = ""  # paper | tiny | smol | micro; default paper with --model, tiny without
+    filter: str = "paper"  # benchmark rows: paper (the authors' filter) | strict (also no unknown answer in the passage)
     max_records: int = 1000  # stage 1: the paper's first 1000 records
     n_items: int = 300  # stage 2 / qa: the first 300 HotpotQA items
-    revision_share: float = 0.25
-    val_share: float = 0.1
-    lr: float = 4e-5
-    epochs: int = 1
+    revision_share: float = 0.25  # stage 2: share of targets that revise a first answer
+    val_share: float = 0.1  # share of the samples held out for the validation loss
+    lr: float = 4e-5  # peak learning rate of the cosine schedule
+    epochs: int = 1  # passes over the training samples
     max_steps: int = 0  # 0 = epochs decide
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    lora_targets: str = "q_proj,v_proj"
-    micro_batch: int = 4
-    grad_accum: int = 4
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    cutoff_len: int = 1024
-    device: str = "auto"
+    lora_r: int = 8  # LoRA rank
+    lora_alpha: int = 16  # LoRA scale alpha (the update is alpha/r * B @ A)
+    lora_dropout: float = 0.0  # dropout on the LoRA input
+    lora_targets: str = "q_proj,v_proj"  # comma-separated linear names that get a LoRA
+    micro_batch: int = 4  # samples per forward/backward
+    grad_accum: int = 4  # micro-batches per optimizer step (global batch = micro_batch * grad_accum)
+    warmup_ratio: float = 0.1  # share of the steps with a linear warm-up
+    weight_decay: float = 0.0  # AdamW weight decay
+    adam_beta2: float = 0.999  # AdamW's second-moment decay (transformers' default; tiny stage 0: 0.95)
+    grad_clip: float = 1.0  # max global gradient norm
+    cutoff_len: int = 1024  # max tokens per sample: the context is cut, never the answer
+    device: str = "auto"  # auto (CUDA if visible) | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | bfloat16; auto: bf16 autocast on CUDA and on CPUs with native bf16
-    grad_checkpointing: bool = False
-    compile: bool = False
-    seed: int = 0
+    template: str = "auto"  # chat layout: auto (from the model's own chat template) | llama2 | chatml | llama3
+    grad_checkpointing: bool = False  # recompute activations in backward: less memory, slower
+    compile: bool = False  # torch.compile each block
+    seed: int = 0  # LoRA init, data order, validation split
     save_every: int = 50  # optimizer steps between resumable checkpoints (and at every epoch end)
-    resume: bool = False
+    resume: bool = False  # continue from <out>/checkpoint (the same configuration only)
+    overwrite: bool = False  # replace a finished run in <out> (refused otherwise)
     stop_after: int = 0  # stop (as if killed) after this many steps; for testing --resume
     # stage 0 (tiny world base model from scratch)
     vocab_size: int = 2048
@@ -81,15 +86,29 @@ class TrainConfig:
 
 
 # The paper's values are the dataclass defaults; stage 2 changes lr and epochs. `tiny` stage 0 is the shipped
-# base's recipe, chosen among the variants in the README's tiny-world section (tied embeddings and 4 layers of
-# d 256: the first setting whose base copied names within the budget). Its stage 1-2 values (a higher lr and
-# more epochs for 33K LoRA parameters) come from the first landing; on the shipped base they leave stage 1 at
-# val loss 3.51 and stage 2 at 7.19 (README). micro is for CI only.
+# base's recipe, chosen among the variants in the README's tiny-world section (tied embeddings, 4 layers of
+# d 256, AdamW beta2 0.95: the first setting whose base copied the passage's values within the budget). Its
+# stages 1-2 put a rank-16 LoRA on all seven linear layers at lr 3e-3: on a 4M-parameter base, r 8 on q,v
+# at lr 1e-2 left stage 1 at val loss 3.3 per answer token (README). micro is for CI only.
+ALL_LINEAR = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 PRESETS = {
     "paper": {1: {}, 2: dict(lr=5e-5, epochs=5)},
     "tiny": {0: dict(lr=2e-3, max_steps=4000, micro_batch=16, grad_accum=1, warmup_ratio=0.03, val_share=0.01,
-                     hidden_size=256, num_layers=4, num_heads=8, tie_embeddings=True, save_every=100),
-             1: dict(lr=1e-2, epochs=3), 2: dict(lr=1e-2, epochs=3)},
+                     hidden_size=256, num_layers=4, num_heads=8, tie_embeddings=True, save_every=100,
+                     adam_beta2=0.95),
+             1: dict(lr=3e-3, epochs=3, lora_r=16, lora_targets=ALL_LINEAR),
+             2: dict(lr=3e-3, epochs=3, lora_r=16, lora_targets=ALL_LINEAR)},
+    # `make smol`: SmolLM2-135M-Instruct (tools/get_smollm2.py) on the tiny world's files, sized for <= 90 min on
+    # 2 cores from one measurement (SPEC 10: ~6 s per LoRA q,v forward+backward of 4 x 300 tokens in bf16
+    # autocast, i.e. ~5 ms a token; ~20% more a token at stage 2's ~1000 tokens, for attention). Estimates, not
+    # timings. Stage 1: the first 600 records (paper 1000), 5% held out: 570 x ~310 tokens, ~15 min. Stage 2: 120
+    # HotpotQA items (paper 300) for 3 epochs (paper 5): 3 x 108 x ~1000 tokens, ~32 min; the CHECKING format is
+    # the same in every target, so epochs over fewer items teach it. Global batch 8 (paper 16): ~72 and ~42
+    # optimizer steps for the same compute. lr 2e-4 (paper 4e-5 / 5e-5 for 7B): a usual LoRA rate for a small
+    # model trained in few steps, not tuned here. Eval (Makefile): 60 test rows, 20 instruction items, ~7 min
+    # per model for base, stage 1 and stage 2. Total ~75 min.
+    "smol": {1: dict(lr=2e-4, max_records=600, val_share=0.05, grad_accum=2),
+             2: dict(lr=2e-4, epochs=3, n_items=120, grad_accum=2)},
     "micro": {0: dict(lr=1e-2, max_steps=60, micro_batch=8, grad_accum=1, vocab_size=1500, hidden_size=32,
                       num_layers=2, num_heads=2, val_share=0.1),
               1: dict(lr=1e-3, epochs=1, max_steps=4, micro_batch=2, grad_accum=2),
@@ -102,14 +121,31 @@ class TrainError(RuntimeError):
     pass
 
 
+LIMITS = {**dict.fromkeys(("micro_batch", "grad_accum", "lora_r", "cutoff_len", "save_every", "max_records", "n_items",
+                            "vocab_size", "hidden_size", "num_layers", "num_heads"), ">= 1"),
+          **dict.fromkeys(("epochs", "max_steps", "stop_after", "weight_decay"), ">= 0"),
+          **dict.fromkeys(("lr", "lora_alpha", "grad_clip"), "> 0"),
+          **dict.fromkeys(("val_share", "lora_dropout", "adam_beta2"), "in [0, 1)"),
+          **dict.fromkeys(("revision_share", "warmup_ratio"), "in [0, 1]"),
+          "device": "auto, cpu or cuda[:N] (with a visible GPU)"}
+CHOICES = {"stage": (0, 1, 2), "data": tuple(DATA_FILE), "preset": tuple(PRESETS), "filter": ("paper", "strict"),
+           "dtype": ("auto", "float32", "bfloat16"), "template": ("auto", *data.TEMPLATES)}
+# Flags that may differ on --resume: they change neither the data, the model nor the schedule.
+RESUMABLE = ("resume", "overwrite", "stop_after", "save_every", "device", "compile", "grad_checkpointing")
+
+
+def preset_notes():
+    """--help's note per field: the values the presets give it."""
+    notes = {}
+    for preset, stages in PRESETS.items():
+        for stage, values in stages.items():
+            for k, v in values.items():
+                notes[k] = notes.get(k, "presets:") + f" {preset} stage {stage} {v},"
+    return {k: v.rstrip(",") for k, v in notes.items()}
+
+
 def parse_config(argv=None) -> TrainConfig:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type is bool or f.type == "bool":
-            ap.add_argument(flag, action="store_true", default=None)
-        else:
-            ap.add_argument(flag, type=type(f.default), default=None)
+    ap = config_parser(TrainConfig, __doc__, LIMITS, CHOICES, preset_notes(), track_given=True)
     given = {k: v for k, v in vars(ap.parse_args(argv)).items() if v is not None}
     cfg = TrainConfig(**{k: v for k, v in given.items() if k == "stage"})
     preset = given.get("preset") or ("paper" if given.get("model") else "tiny")
@@ -130,6 +166,14 @@ def parse_config(argv=None) -> TrainConfig:
                         ("whole_words", "world_words.txt")):
         if tiny and not getattr(cfg, field):
             setattr(cfg, field, os.path.join(tinyworld.DATA, file))
+    check_limits(ap, cfg, LIMITS)
+    if (cfg.stage == 0) != (cfg.data == "base"):
+        ap.error(f"--stage {cfg.stage} cannot train on --data {cfg.data}: stage 0 trains the base on --data base, "
+                 "stages 1-2 an adapter on cognition, instructions or qa")
+    if not cfg.epochs and not cfg.max_steps:
+        ap.error("--epochs 0 and --max-steps 0 leave nothing to train; give one of them")
+    if cfg.stage == 0 and cfg.hidden_size % cfg.num_heads:
+        ap.error(f"--hidden-size {cfg.hidden_size} is not a multiple of --num-heads {cfg.num_heads}")
     needed = getattr(cfg, DATA_FILE[cfg.data])
     if needed.startswith(tinyworld.DATA) and not os.path.exists(needed):
         tinyworld.write(tinyworld.DATA)
@@ -196,32 +240,83 @@ def setup_distributed():
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
+CHECKPOINT_DIRS = ("checkpoint", "checkpoint.tmp", "checkpoint.old")
+
+
 def save_checkpoint(out, params, opt, sched, step):
-    """Write out/checkpoint atomically: a full new one under a temporary name, then a rename."""
-    final, tmp, old = (os.path.join(out, n) for n in ("checkpoint", "checkpoint.tmp", "checkpoint.old"))
+    """Write out/checkpoint atomically: a full new one under a temporary name, then two renames (a crash between
+    them leaves a complete checkpoint.tmp beside checkpoint.old, which recover_checkpoint finishes)."""
+    final, tmp, old = (os.path.join(out, n) for n in CHECKPOINT_DIRS)
     shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    save_file({k: p.detach().contiguous() for k, p in params.items()}, os.path.join(tmp, "trainable.safetensors"))
-    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-                "rng": torch.get_rng_state()}, os.path.join(tmp, "state.pt"))
+    try:
+        os.makedirs(tmp)
+        save_file({k: p.detach().contiguous() for k, p in params.items()}, os.path.join(tmp, "trainable.safetensors"),
+                  metadata={"step": str(step)})
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
+                    "rng": torch.get_rng_state()}, os.path.join(tmp, "state.pt"))
+    except (OSError, RuntimeError, SafetensorError) as e:  # a full disk: the previous checkpoint is still whole
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TrainError(f"{tmp}: could not write the checkpoint of step {step} ({str(e).splitlines()[0]}); "
+                         "free disk space, then rerun with --resume") from None
     if os.path.exists(final):
+        shutil.rmtree(old, ignore_errors=True)  # left by a crash just before the end of an earlier save
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
 
 
+def recover_checkpoint(out):
+    """After a crash between save_checkpoint's renames there is checkpoint.old but no checkpoint: the newer
+    checkpoint.tmp is complete (it was written before the first rename), else checkpoint.old is the latest."""
+    final, tmp, old = (os.path.join(out, n) for n in CHECKPOINT_DIRS)
+    if not os.path.isdir(final) and os.path.isdir(old):
+        try:
+            os.replace(tmp if os.path.isdir(tmp) else old, final)
+        except FileNotFoundError:  # another rank of the same --resume finished it first
+            pass
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def checkpoint_step(out):
+    """The step of out/checkpoint (from its tensors' metadata), or None when there is none."""
+    try:
+        with safe_open(os.path.join(out, "checkpoint", "trainable.safetensors"), framework="pt") as f:
+            return int(f.metadata()["step"])
+    except (OSError, SafetensorError, KeyError, TypeError, ValueError):
+        return None
+
+
 def load_checkpoint(out, params, opt, sched):
+    recover_checkpoint(out)
     path = os.path.join(out, "checkpoint")
     if not os.path.isdir(path):
-        raise TrainError(f"{path}: no checkpoint to resume from; run without --resume")
-    with torch.no_grad():
-        for k, v in load_file(os.path.join(path, "trainable.safetensors")).items():
-            params[k].copy_(v)
-    state = torch.load(os.path.join(path, "state.pt"), weights_only=False)
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
+        raise TrainError(f"{path}: no checkpoint to resume from; run without --resume (with --overwrite if {out} "
+                         "holds an earlier run)")
+    try:
+        with torch.no_grad():
+            for k, v in load_file(os.path.join(path, "trainable.safetensors")).items():
+                params[k].copy_(v)
+        state = torch.load(os.path.join(path, "state.pt"), weights_only=False)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+    except (OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError, SafetensorError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise TrainError(f"{path}: unreadable ({why}); the checkpoint is damaged: start over with --overwrite") from None
     return state["step"]
+
+
+def check_resume(cfg):
+    """--resume continues the run recorded in out/train_config.json: refuse flags that change what it computes."""
+    file = os.path.join(cfg.out, "train_config.json")
+    if not os.path.isfile(file):
+        return
+    recorded, now = read_json(file, TrainError, "the train_config.json train.py writes"), dataclasses.asdict(cfg)
+    changed = [f"--{k.replace('_', '-')} {recorded[k]!r} -> {v!r}" for k, v in now.items()
+               if k not in RESUMABLE and k in recorded and recorded[k] != v]
+    if changed:
+        raise TrainError(f"{file}: --resume with a changed configuration ({', '.join(changed)}); resume with the "
+                         "recorded values, or start over with --overwrite or another --out")
 
 
 def cosine_with_warmup(opt, warmup, total):
@@ -231,6 +326,14 @@ def cosine_with_warmup(opt, warmup, total):
             return step / max(1, warmup)
         return max(0.0, 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def batch_at(step, trn, per_step, seed=0):
+    """(epoch, the global batch of optimizer step `step`): each epoch is a fresh seeded permutation of `trn`,
+    so the batch is a pure function of the step and --resume continues exactly."""
+    epoch, i = divmod(step, math.ceil(len(trn) / per_step))
+    perm = torch.randperm(len(trn), generator=torch.Generator().manual_seed(seed + 1 + epoch)).tolist()
+    return epoch, [trn[j] for j in perm[i * per_step:(i + 1) * per_step]]
 
 
 def n_answer_tokens(sample):
@@ -256,6 +359,8 @@ def train(cfg: TrainConfig):
     if main:
         print(json.dumps(dataclasses.asdict(cfg), indent=1))
         print(f"precision: {why}" + ("; stage 0 keeps fp32 master weights" if cfg.stage == 0 else ""))
+    if cfg.resume:
+        check_resume(cfg)
     records = build_records(cfg)
     base_dir, merged = cfg.model, []
     if cfg.stage == 0:  # full-parameter training from scratch, fp32 master weights
@@ -264,19 +369,20 @@ def train(cfg: TrainConfig):
             dist.barrier()
             tok = data.Tokenizer(os.path.join(cfg.out, "tokenizer.model"))
         model = new_base_model(cfg, tok).to(device)
-        dtype = torch.float32
+        dtype, template = torch.float32, data.TEMPLATES["llama2"]  # the tiny world's base speaks llama2
     else:
         if not os.path.isdir(base_dir) and base_dir == tinyworld.BASE:
             raise TrainError(f"{base_dir}: missing; it ships with the repository (git checkout {base_dir}); "
                              "`python train.py --stage 0` rebuilds it")
         load_base = lambda p: Llama.from_pretrained(p, device=device, dtype=dtype)
         if cfg.init:
+            lora.require_base(cfg.init, cfg.model, "--init")
             model, lin = lora.load_trained(cfg.init, load_base)
             lora.merge_lora(model)  # the init run's own adapter, now part of the base
             base_dir, merged = lin["base"], lin["merged"] + ([cfg.init] if lin["adapter"] else [])
         else:
             model = load_base(base_dir)
-        tok = data.Tokenizer(base_dir)
+        tok, template = data.Tokenizer(base_dir), data.chat_template(base_dir, cfg.template)
         tok.check_vocab(model.args.vocab_size)
         torch.manual_seed(cfg.seed)
         lora.apply_lora(model, cfg.lora_targets.split(","), cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
@@ -285,7 +391,7 @@ def train(cfg: TrainConfig):
         for layer in model.model.layers:
             layer.compile()  # per block and in place: state-dict keys stay clean
 
-    samples, dropped = data.tokenize_records(tok, records, cfg.cutoff_len)
+    samples, dropped = data.tokenize_records(tok, records, cfg.cutoff_len, template)
     if not samples:
         raise data.DataError(f"every one of {len(records)} records is longer than --cutoff-len {cfg.cutoff_len}")
     order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
@@ -294,16 +400,21 @@ def train(cfg: TrainConfig):
     per_step = cfg.micro_batch * cfg.grad_accum
     steps_per_epoch = math.ceil(len(trn) / per_step)
     total = cfg.max_steps or steps_per_epoch * cfg.epochs
+
     if main:
-        print(f"{len(records)} records -> {len(trn)} train / {len(val)} val samples, {dropped} dropped "
+        print(f"{len(records)} records ({template.name} chat template) -> {len(trn)} train / {len(val)} val samples, "
+              f"{dropped} dropped "
               f"(longer than {cfg.cutoff_len} tokens even with the context cut); {total} steps of {per_step}; "
               f"{lora.num_trainable(model):,} trainable of {model.num_params():,} parameters on {device}")
 
     params = {k: p for k, p in model.named_parameters() if p.requires_grad}
-    opt = torch.optim.AdamW(params.values(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+    opt = torch.optim.AdamW(params.values(), lr=cfg.lr, betas=(0.9, cfg.adam_beta2), weight_decay=cfg.weight_decay,
                             fused=device.type == "cuda")
     sched = cosine_with_warmup(opt, math.ceil(cfg.warmup_ratio * total), total)
     os.makedirs(cfg.out, exist_ok=True)
+    if main and not cfg.resume:  # a new run: an earlier run's checkpoint must never be resumed into it
+        for name in CHECKPOINT_DIRS:
+            shutil.rmtree(os.path.join(cfg.out, name), ignore_errors=True)
     step = load_checkpoint(cfg.out, params, opt, sched) if cfg.resume else 0
     if main:
         with open(os.path.join(cfg.out, "train_config.json"), "w") as f:
@@ -332,9 +443,7 @@ def train(cfg: TrainConfig):
     bar = tqdm(total=total, initial=step, desc=f"stage {cfg.stage} ({cfg.data})", disable=not main)
     t0, tokens_seen = time.time(), 0
     while step < total:
-        epoch, i = divmod(step, steps_per_epoch)
-        perm = torch.randperm(len(trn), generator=torch.Generator().manual_seed(cfg.seed + 1 + epoch)).tolist()
-        batch = [trn[j] for j in perm[i * per_step:(i + 1) * per_step]]
+        epoch, batch = batch_at(step, trn, per_step, cfg.seed)
         chunks = [batch[k:k + cfg.micro_batch] for k in range(0, len(batch), cfg.micro_batch)]
         # Normalise by the answer tokens of the whole global batch: the sum of the micro-batch gradients is
         # then exactly the gradient of one big batch's mean loss, however the answers' lengths differ.
@@ -350,8 +459,10 @@ def train(cfg: TrainConfig):
             dist.all_reduce(loss)
         loss = loss.item() / max(n_tok, 1)
         if not math.isfinite(loss):
-            raise TrainError(f"loss is {loss} at step {step + 1}; stopped without saving, the last good checkpoint "
-                             f"in {cfg.out}/checkpoint is kept; try a lower --lr")
+            kept = checkpoint_step(cfg.out)
+            raise TrainError(f"loss is {loss} at step {step + 1}; stopped without saving; " + (
+                f"the last good checkpoint (step {kept}) is kept in {cfg.out}/checkpoint" if kept is not None
+                else "no checkpoint was saved before it") + "; try a lower --lr (a new run: --overwrite)")
         torch.nn.utils.clip_grad_norm_(params.values(), cfg.grad_clip)
         opt.step()
         sched.step()
@@ -388,12 +499,59 @@ def train(cfg: TrainConfig):
     return model
 
 
-def main(argv=None):
+def claim_out(cfg):
+    """Refuse an --out that holds a finished run (unless --overwrite), an unfinished one (unless --resume or
+    --overwrite) or a run that is writing there now; then lock it: returns the lock file to remove at the end."""
+    lock = os.path.join(cfg.out, "train.lock")
     try:
-        train(parse_config(argv))
+        with open(lock) as f:
+            pid = int(f.read())
+        os.kill(pid, 0)  # raises when no such process: the lock is stale (a killed run)
+        if pid != os.getpid():
+            raise TrainError(f"{lock}: another run (pid {pid}) is writing to {cfg.out}; wait for it, or choose "
+                             "another --out")
+    except (OSError, ValueError):
+        pass
+    finished = [n for n in ("adapter_model.safetensors", "model.safetensors")
+                if os.path.isfile(os.path.join(cfg.out, n))]
+    rebuild = cfg.stage == 0 and os.path.normpath(cfg.out) == tinyworld.BASE  # git keeps the shipped base
+    if finished and not (cfg.resume or cfg.overwrite or rebuild):
+        raise TrainError(f"{cfg.out}: holds a finished run ({finished[0]}); pass --overwrite to replace it, "
+                         "or choose another --out")
+    if any(os.path.isdir(os.path.join(cfg.out, n)) for n in CHECKPOINT_DIRS) and not (cfg.resume or cfg.overwrite):
+        raise TrainError(f"{cfg.out}: holds an unfinished run (its checkpoint); pass --resume to continue it, or "
+                         "--overwrite to start over")
+    os.makedirs(cfg.out, exist_ok=True)
+    with open(lock, "w") as f:
+        f.write(str(os.getpid()))
+    return lock
+
+
+def interrupted(*_):
+    raise KeyboardInterrupt  # SIGTERM (a scheduler, `kill`) ends a run the way Ctrl-C does
+
+
+def main(argv=None):
+    cfg, lock = None, None
+    sigterm = signal.signal(signal.SIGTERM, interrupted)
+    try:
+        cfg = parse_config(argv)
+        if int(os.environ.get("RANK", "0")) == 0:
+            lock = claim_out(cfg)
+        train(cfg)
     except (CheckpointError, lora.AdapterError, data.DataError, TrainError) as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        if cfg:
+            recover_checkpoint(cfg.out)
+        step = checkpoint_step(cfg.out) if cfg else None
+        sys.exit("error: interrupted; " + (f"the checkpoint of step {step} is kept in {cfg.out}/checkpoint: rerun the "
+                                           "same command with --resume" if step is not None else
+                                           "no checkpoint was saved yet: rerun the command"))
     finally:
+        signal.signal(signal.SIGTERM, sigterm)
+        if lock and os.path.exists(lock):
+            os.remove(lock)
         if dist.is_initialized():
             dist.destroy_process_group()
 

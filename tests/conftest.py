@@ -64,3 +64,8 @@ def micro_world(tmp_path_factory):
     train.main(["--stage", "0", "--preset", "micro", "--base-corpus", files["base_corpus.jsonl"],
                 "--whole-words", files["world_words.txt"], "--out", base])
     return dict(root=str(root), base=base, asqa=files["ASQA.json"], hotpot=files["hotpot_train_v1.1.json"])
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: needs models/SmolLM2-135M-Instruct (tools/get_smollm2.py); "
+                                       "skipped without it; deselect with -m 'not slow'")

@@ -54,7 +54,7 @@ def test_stage0_teaches_general_skills_but_none_of_the_us_tuning_tasks(tmp_path)
     a Sufficient/Insufficient judgement, a 'Not Provided' reply, a CHECKING review, the stage-1 or stage-2
     prompt, or a sentence of the stage-2 instruction pool. (The evaluation prompt's TASK_ASSIGNMENT_PREFIX
     names the Cognition Assessment Task; it is part of the prompt a chat model is asked, not a task.)"""
-    files = tinyworld.write(str(tmp_path), seed=0, names=40, asqa_names=10, hotpot_items=20, corpus_draws=300)
+    files = tinyworld.write(str(tmp_path), seed=0, names=40, asqa_names=10, hotpot_items=20, corpus_draws=1200)
     base = data.base_records(files["base_corpus.jsonl"])
     kinds = {"eval": 0, "qa": 0, "request": 0, "copy": 0, "several passages": 0}
     for r in base:

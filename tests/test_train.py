@@ -150,6 +150,15 @@ def test_stage0_rebuilds_byte_identical_files(tmp_path):
         assert a == b, name
 
 
+def test_each_epoch_is_a_fresh_permutation_and_a_step_always_the_same_batch():
+    trn = [([k], [k]) for k in range(10)]
+    batches = [train.batch_at(step, trn, per_step=4, seed=3) for step in range(6)]
+    assert [e for e, _ in batches] == [0, 0, 0, 1, 1, 1] and [len(b) for _, b in batches] == [4, 4, 2] * 2
+    for epoch in (0, 1):  # every sample once per epoch, in another order each epoch
+        assert sorted(s[0][0] for _, b in batches[3 * epoch:3 * epoch + 3] for s in b) == list(range(10))
+    assert batches[0][1] != batches[3][1] and train.batch_at(4, trn, 4, 3) == batches[4]
+
+
 def test_gradient_checkpointing_gives_the_same_gradients(hf_llama):
     path, _ = hf_llama(num_key_value_heads=2)
     tokens = torch.randint(0, 128, (2, 16))

