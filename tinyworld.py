@@ -111,7 +111,7 @@ COPY_REQUEST = "Repeat the text below, one sentence per line."
 
 # kind -> its two facts: (passage sentence, question, value pool); "{n}" is the name, "{v}" the value. The
 # shipped base copies every year out of the passage but guesses the eight-word values from their prior (23%
-# right, chance 12.5%); made-up single-token values, 50 per kind, fared worse (2%), so the pools stay (README).
+# right, chance 12.5%); made-up single-token values, 50 per kind, fared worse (3 of 182), so these stay (README).
 YEARS = [str(y) for y in range(1800, 2000)]
 KINDS = {
     "city": [("{n} was founded in {v}.", "When was the city {n} founded?", YEARS),
