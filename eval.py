@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import data
 import lora
 import tinyworld
-from model import CheckpointError, Llama, check_limits, config_parser, generate, resolve_device
+from cli import check_limits, config_parser
+from model import CheckpointError, Llama, generate, resolve_device
 
 
 @dataclass

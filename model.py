@@ -9,13 +9,8 @@ targets are the names users already type (q_proj, v_proj). This file knows nothi
     loss = model.loss(tokens, labels)           # labels aligned with tokens, -100 = no loss (shifted inside)
     new_tokens = generate(model, [ids1, ids2], max_new_tokens=150, eos_id=2)
 """
-import argparse
-import dataclasses
-import inspect
 import json
 import os
-import re
-import sys
 from dataclasses import asdict, dataclass
 
 import torch
@@ -412,57 +407,6 @@ def resolve_device(device="auto", dtype="auto"):
     if dev.type == "cpu" and cpu_has_native_bf16():
         return dev, torch.float32, True, "auto: this CPU computes bf16 natively -> fp32 weights, bf16 autocast"
     return dev, torch.float32, False, f"auto: {dev.type} without native bf16 -> float32"
-
-
-# ---- the scripts' flags: one per field of their config dataclass ----
-
-# The ranges a config field may be limited to (a script's LIMITS maps field -> one of these); NaN fails each.
-RANGES = {">= 1": lambda v: v >= 1, ">= 0": lambda v: v >= 0, "> 0": lambda v: v > 0,
-          "in [0, 1)": lambda v: 0 <= v < 1, "in [0, 1]": lambda v: 0 <= v <= 1,
-          "auto, cpu or cuda[:N] (with a visible GPU)": lambda v: v in ("auto", "cpu") or bool(
-              re.fullmatch(r"cuda(:\d+)?", v)) and torch.cuda.is_available()}
-
-
-class FlagParser(argparse.ArgumentParser):
-    def error(self, message):  # one line, like every other error of the scripts (argparse adds a usage block)
-        sys.exit(f"error: {message} (see --help)")
-
-
-def config_parser(cls, description, limits=None, choices=None, notes=None, track_given=False):
-    """A FlagParser with one flag per field of the dataclass `cls` (`lr: float = 4e-5` -> --lr 4e-5). A flag's
-    help is its field's comment (or the comment of the section above it), its default and its limits.
-    track_given=True leaves unset flags None, so a script can tell the user's values from a preset's."""
-    comments, section = {}, ""
-    for line in inspect.getsource(cls).splitlines()[1:]:
-        m = re.match(r"\s+(\w+): [^#]*(?:#\s*(.*))?$", line)
-        if m:
-            comments[m[1]] = m[2] or section
-        elif line.strip().startswith("#"):
-            section = line.strip("# \n")
-    limits, choices, notes = limits or {}, choices or {}, notes or {}
-    ap = FlagParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(cls):
-        flag, text = "--" + f.name.replace("_", "-"), comments.get(f.name, "")
-        if f.type in (bool, "bool"):
-            ap.add_argument(flag, action="store_true", default=None if track_given else False,
-                            help=f"{text} (off by default)".lstrip())
-            continue
-        about = [f"default {f.default!r}"] if f.default != "" else [] if "default" in text else ["default none"]
-        about += [f"one of {', '.join(map(str, choices[f.name]))}"] if f.name in choices else \
-            [f"must be {limits[f.name]}"] if f.name in limits else []
-        about += [notes[f.name]] if f.name in notes else []
-        ap.add_argument(flag, type=type(f.default), default=None if track_given else f.default,
-                        choices=choices.get(f.name), metavar=f.name.upper(),
-                        help=f"{text} ({'; '.join(about)})".replace(" ()", "").lstrip())
-    return ap
-
-
-def check_limits(ap, cfg, limits):
-    """ap.error (one line) for the first field of cfg outside its range in `limits` (field -> RANGES key)."""
-    for name, rule in limits.items():
-        value = getattr(cfg, name)
-        if not RANGES[rule](value):
-            ap.error(f"--{name.replace('_', '-')} must be {rule}, not {value!r}")
 
 
 # ---- batched greedy decoding with a preallocated KV cache ----

@@ -32,7 +32,8 @@ from tqdm import tqdm
 import data
 import lora
 import tinyworld
-from model import CheckpointError, Llama, ModelArgs, check_limits, config_parser, read_json, resolve_device
+from cli import check_limits, config_parser
+from model import CheckpointError, Llama, ModelArgs, read_json, resolve_device
 
 
 @dataclass

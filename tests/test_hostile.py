@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import cli
 import eval as ev
 import model
 import train
@@ -100,7 +101,7 @@ def test_help_explains_every_flag_with_its_default(script):
     out = subprocess.run([sys.executable, os.path.join(ROOT, script), "--help"], capture_output=True, text=True,
                          check=True).stdout
     cls = train.TrainConfig if script == "train.py" else ev.EvalConfig
-    ap = model.config_parser(cls, "")
+    ap = cli.config_parser(cls, "")
     for action in ap._actions[1:]:
         assert action.help and "default" in action.help and len(action.help) > 20, action.option_strings
         assert action.option_strings[0] in out
