@@ -11,7 +11,9 @@ passage, so the right reply is "Not Provided".
     samples, dropped = tokenize_records(tok, stage1, cutoff_len=1024, template=template)
 
 A record is {"id", "prompt", "context", "output"}: `prompt` is the full instruction (context inside),
-`context` lets tokenisation shorten the passage (never the answer) to fit the cutoff.
+`context` lets tokenisation shorten the passage (never the answer) to fit the cutoff. HotpotQA records also
+carry `paragraphs` (their "\n"-join is `context`) and `evidence` (the indices of the paragraphs that
+supporting_facts names), so an over-long prompt can lose its distractors before its evidence.
 Prompt texts are the authors' (../shared/paper/prompts.json), typos included. Placeholders are filled by
 plain string replacement, never str.format, because passages contain braces.
 """
@@ -328,7 +330,9 @@ KINDS = {"a string": lambda v: isinstance(v, str), "a string or null": lambda v:
          "an object": lambda v: isinstance(v, dict), "a list": lambda v: isinstance(v, list),
          "a list of strings": _strings,
          "a list of [title, [sentence, ...]]": lambda v: isinstance(v, list) and all(
-             isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and _strings(p[1]) for p in v)}
+             isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and _strings(p[1]) for p in v),
+         "a list of [title, sentence index]": lambda v: isinstance(v, list) and all(
+             isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], int) for p in v)}
 
 
 def _need(obj, field, path, where, kind=None):
@@ -488,7 +492,17 @@ def stage2_target(gold, instruction_index, slot, revise):
 
 def hotpot_context(item):
     """The 10 paragraphs, sentences joined with "", paragraphs with "\\n", titles dropped (authors' format)."""
-    return "\n".join("".join(sentences) for _title, sentences in item["context"])
+    return "\n".join(hotpot_paragraphs(item)[0])
+
+
+def hotpot_paragraphs(item):
+    """(paragraph texts, indices of the supporting ones: those whose title supporting_facts names, or None
+    for an item without supporting_facts, whose paragraphs are then all kept alike)."""
+    texts = ["".join(sentences) for _title, sentences in item["context"]]
+    if "supporting_facts" not in item:
+        return texts, None
+    titles = {title for title, _ in item["supporting_facts"]}
+    return texts, [i for i, (title, _) in enumerate(item["context"]) if title in titles]
 
 
 def load_hotpot(hotpot_path):
@@ -499,6 +513,8 @@ def load_hotpot(hotpot_path):
         for field, kind in (("_id", "a string"), ("question", "a string"), ("answer", "a string"),
                             ("context", "a list of [title, [sentence, ...]]")):
             _need(item, field, hotpot_path, f"item {k}", kind)
+        if "supporting_facts" in item:
+            _need(item, "supporting_facts", hotpot_path, f"item {k}", "a list of [title, sentence index]")
     return items
 
 
@@ -524,8 +540,10 @@ def stage2_records(hotpot_path, n=300, start=0, seed=0, revision_share=0.25, tar
         prompt = instruction_prompt(TASK_PROMPT, item["question"], context,
                                     INSTRUCTIONS[p["instruction"]][0], p["slot"])
         output = teacher.get(item["_id"]) or stage2_target(item["answer"], p["instruction"], p["slot"], p["revise"])
+        paragraphs, evidence = hotpot_paragraphs(item)
         out.append(dict(id=item["_id"], prompt=prompt, context=context, output=output,
-                        answer=item["answer"], instruction=p["instruction"], slot=p["slot"]))
+                        answer=item["answer"], instruction=p["instruction"], slot=p["slot"],
+                        paragraphs=paragraphs, evidence=evidence))
     return out
 
 
@@ -554,8 +572,9 @@ def qa_records(hotpot_path, n=300):
     out = []
     for item in load_hotpot(hotpot_path)[:n]:
         context = hotpot_context(item)
+        paragraphs, evidence = hotpot_paragraphs(item)
         out.append(dict(id=item["_id"], prompt=instruction_prompt(TASK_QA, item["question"], context),
-                        context=context, output=item["answer"]))
+                        context=context, output=item["answer"], paragraphs=paragraphs, evidence=evidence))
     return out
 
 
@@ -585,12 +604,24 @@ def base_records(corpus_path):
 
 # ---- tokenisation for training ----
 
-def tokenize_records(tok, records, cutoff_len=1024, template: ChatTemplate = None):
-    """encode_chat per record (the llama2 template unless given); a prompt too long for cutoff_len loses the
-    end of its context (never the answer). Returns (samples [(input_ids, labels)], number of records dropped
-    because even an empty context leaves no room for the whole answer)."""
+TRUNCATIONS = ("evidence", "paper")
+
+
+def tokenize_records(tok, records, cutoff_len=1024, template: ChatTemplate = None, truncation="evidence",
+                     stats=None):
+    """encode_chat per record (the llama2 template unless given); a prompt too long for cutoff_len is shortened
+    in its context, never in its answer. truncation "paper" cuts the end of the context, as the authors'
+    LLaMA-Factory cutoff did; "evidence" first drops the distractor paragraphs of a record with `evidence`
+    (HotpotQA: those supporting_facts does not name), the last first, keeping the order of the rest, and cuts
+    the end only if the prompt is still too long. Ten HotpotQA paragraphs after TASK_PROMPT overflow Llama-2's
+    1024 tokens, and a cut end takes the supporting paragraph as often as not: the target then teaches an
+    answer without its evidence. Returns (samples [(input_ids, labels)], number of records dropped because
+    even an empty context leaves no room for the whole answer); `stats` (a dict), if given, receives the
+    counts records, over_cutoff, lost_evidence (kept samples missing a whole supporting paragraph), dropped."""
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"truncation must be one of {TRUNCATIONS}, not {truncation!r}")
     template = template or TEMPLATES["llama2"]
-    samples, dropped = [], 0
+    samples, st = [], dict.fromkeys(["records", "over_cutoff", "lost_evidence", "dropped"], 0)
     for rec in records:
         if rec.get("format") == "raw" and template.name != "llama2":
             raise DataError(f"record {rec.get('id')}: a whole llama2 chat prompt (stage 0's eval-format data) "
@@ -602,22 +633,53 @@ def tokenize_records(tok, records, cutoff_len=1024, template: ChatTemplate = Non
             response = template.encode_response(tok, rec["output"])
             ids = tok.encode(prompt, bos=True)
             return ids + response, [-100] * len(ids) + response
+        st["records"] += 1
         ids, labels = encode(rec["prompt"])
-        ctx_ids = None
-        while len(ids) > cutoff_len:
-            if ctx_ids is None:
-                ctx_ids = tok.encode(rec["context"], bos=False)
-            keep = len(ctx_ids) - (len(ids) - cutoff_len)
-            if keep <= 0:
-                break
-            ctx_ids = ctx_ids[:keep]
-            head, _, tail = rec["prompt"].rpartition(rec["context"])
-            ids, labels = encode(head + tok.decode(ctx_ids) + tail)
+        context, evidence = rec["context"], rec.get("evidence")
         if len(ids) > cutoff_len:
-            dropped += 1
-        else:
-            samples.append((ids, labels))
-    return samples, dropped
+            st["over_cutoff"] += 1
+            head, _, tail = rec["prompt"].rpartition(context)
+            if truncation == "evidence" and evidence is not None:
+                kept = list(range(len(rec["paragraphs"])))
+                distractors = [i for i in kept if i not in evidence]
+                while len(ids) > cutoff_len and distractors:
+                    kept.remove(distractors.pop())
+                    context = "\n".join(rec["paragraphs"][i] for i in kept)
+                    ids, labels = encode(head + context + tail)
+            ctx_ids = None
+            while len(ids) > cutoff_len:  # cut the end of what is left of the context
+                if ctx_ids is None:
+                    ctx_ids = tok.encode(context, bos=False)
+                keep = len(ctx_ids) - (len(ids) - cutoff_len)
+                if keep <= 0:
+                    break
+                ctx_ids = ctx_ids[:keep]
+                context = tok.decode(ctx_ids)
+                ids, labels = encode(head + context + tail)
+        if len(ids) > cutoff_len:
+            st["dropped"] += 1
+            continue
+        samples.append((ids, labels))
+        if evidence is not None and not all(rec["paragraphs"][i] in context for i in evidence):
+            st["lost_evidence"] += 1
+    if stats is not None:
+        stats.update(st)
+    return samples, st["dropped"]
+
+
+def truncation_report(tok, records, cutoff_len=1024, template: ChatTemplate = None, name="training") -> str:
+    """One line for the run's records: how many prompts overflow cutoff_len and, under each truncation rule,
+    how many samples lose a supporting paragraph and how many are dropped; "" if no record names its evidence."""
+    if not any(r.get("evidence") is not None for r in records):
+        return ""
+    st = {}
+    for rule in TRUNCATIONS:
+        st[rule] = {}
+        tokenize_records(tok, records, cutoff_len, template, rule, st[rule])
+    ev, pa = st["evidence"], st["paper"]
+    return (f"{name} prompts over {cutoff_len} tokens: {ev['over_cutoff']} of {ev['records']}; lost a supporting "
+            f"paragraph: paper {pa['lost_evidence']}, evidence {ev['lost_evidence']}; dropped (no room for the "
+            f"answer): paper {pa['dropped']}, evidence {ev['dropped']}")
 
 
 def collate(samples, pad_id):
@@ -645,6 +707,8 @@ def main(argv=None):
     ap.add_argument("--filter", choices=["paper", "strict"], default="paper")
     ap.add_argument("--tokenizer", help="tokenizer.model, to count samples dropped at --cutoff-len")
     ap.add_argument("--cutoff-len", type=int, default=1024)
+    ap.add_argument("--truncation", choices=TRUNCATIONS, default="evidence",
+                    help="over-long contexts: evidence (drop HotpotQA distractor paragraphs first) | paper (cut the end)")
     args = ap.parse_args(argv)
     try:
         stats = {}
@@ -658,8 +722,12 @@ def main(argv=None):
             write_jsonl(os.path.join(args.out, name + ".jsonl"), recs)
             extra = ""
             if tok and name != "benchmark":
-                extra = f", {tokenize_records(tok, recs, args.cutoff_len)[1]} dropped at cutoff {args.cutoff_len}"
+                dropped = tokenize_records(tok, recs, args.cutoff_len, truncation=args.truncation)[1]
+                extra = f", {dropped} dropped at cutoff {args.cutoff_len}"
             print(f"{name}.jsonl: {len(recs)} records{extra}")
+            report = truncation_report(tok, recs, args.cutoff_len, name=name) if tok and name != "benchmark" else ""
+            if report:
+                print("  " + report)
     except DataError as e:
         sys.exit(f"error: {e}")
 

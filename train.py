@@ -68,6 +68,7 @@ class TrainConfig:
     adam_beta2: float = 0.999  # AdamW's second-moment decay (transformers' default; tiny stage 0: 0.95)
     grad_clip: float = 1.0  # max global gradient norm
     cutoff_len: int = 1024  # max tokens per sample: the context is cut, never the answer
+    truncation: str = "evidence"  # too long a context: evidence (drop distractor paragraphs first) | paper (cut the end, as the authors)
     device: str = "auto"  # auto (CUDA if visible) | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | bfloat16; auto: bf16 autocast on CUDA and on CPUs with native bf16
     template: str = "auto"  # chat layout: auto (from the model's own chat template) | llama2 | chatml | llama3
@@ -131,6 +132,7 @@ LIMITS = {**dict.fromkeys(("micro_batch", "grad_accum", "lora_r", "cutoff_len", 
           **dict.fromkeys(("revision_share", "warmup_ratio"), "in [0, 1]"),
           "device": "auto, cpu or cuda[:N] (with a visible GPU)"}
 CHOICES = {"stage": (0, 1, 2), "data": tuple(DATA_FILE), "preset": tuple(PRESETS), "filter": ("paper", "strict"),
+           "truncation": data.TRUNCATIONS,
            "dtype": ("auto", "float32", "bfloat16"), "template": ("auto", *data.TEMPLATES)}
 # Flags that may differ on --resume: they change neither the data, the model nor the schedule.
 RESUMABLE = ("resume", "overwrite", "stop_after", "save_every", "device", "compile", "grad_checkpointing")
@@ -393,7 +395,7 @@ def train(cfg: TrainConfig):
         for layer in model.model.layers:
             layer.compile()  # per block and in place: state-dict keys stay clean
 
-    samples, dropped = data.tokenize_records(tok, records, cfg.cutoff_len, template)
+    samples, dropped = data.tokenize_records(tok, records, cfg.cutoff_len, template, cfg.truncation)
     if not samples:
         raise data.DataError(f"every one of {len(records)} records is longer than --cutoff-len {cfg.cutoff_len}")
     order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
@@ -408,6 +410,9 @@ def train(cfg: TrainConfig):
               f"{dropped} dropped "
               f"(longer than {cfg.cutoff_len} tokens even with the context cut); {total} steps of {per_step}; "
               f"{lora.num_trainable(model):,} trainable of {model.num_params():,} parameters on {device}")
+        report = data.truncation_report(tok, records, cfg.cutoff_len, template, name=cfg.data)
+        if report:  # both rules, whichever this run uses (--truncation)
+            print(report)
 
     params = {k: p for k, p in model.named_parameters() if p.requires_grad}
     opt = torch.optim.AdamW(params.values(), lr=cfg.lr, betas=(0.9, cfg.adam_beta2), weight_decay=cfg.weight_decay,
