@@ -497,12 +497,10 @@ def hotpot_context(item):
 
 def hotpot_paragraphs(item):
     """(paragraph texts, indices of the supporting ones: those whose title supporting_facts names, or None
-    for an item without supporting_facts, whose paragraphs are then all kept alike)."""
+    when there are none, e.g. no supporting_facts: then no paragraph is a distractor)."""
     texts = ["".join(sentences) for _title, sentences in item["context"]]
-    if "supporting_facts" not in item:
-        return texts, None
-    titles = {title for title, _ in item["supporting_facts"]}
-    return texts, [i for i, (title, _) in enumerate(item["context"]) if title in titles]
+    titles = {title for title, _ in item.get("supporting_facts", [])}
+    return texts, [i for i, (title, _) in enumerate(item["context"]) if title in titles] or None
 
 
 def load_hotpot(hotpot_path):

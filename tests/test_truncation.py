@@ -85,6 +85,8 @@ def test_items_without_supporting_facts_are_cut_as_the_paper_cuts(tmp_path, toke
     tok = Tokenizer(tokenizer_path)
     (rec,) = qa_records(write_hotpot(tmp_path, [hotpot_item(0, facts=False)]), n=1)
     assert rec["evidence"] is None
+    # supporting_facts that name no paragraph of the context leave nothing to protect: no distractor either
+    assert qa_records(write_hotpot(tmp_path, [hotpot_item(0, supporting=(12,))]), n=1)[0]["evidence"] is None
     cutoff = full_length(tok, rec) - 30
     assert tokenize_records(tok, [rec], cutoff, truncation="evidence") == tokenize_records(tok, [rec], cutoff,
                                                                                            truncation="paper")
