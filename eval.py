@@ -11,6 +11,12 @@ its unknown question (answered by a sibling passage: the right reply is 'Not Pro
   last ANSWER: when the model revised itself.
 Both are always computed and printed; --scoring picks which leads the table. Strict metrics, the error
 breakdown, the stage-1 (Sufficient/Insufficient) view and instruction adherence come beside them.
+
+Nothing is lost to an interruption: prompts run in batches of at most --batch-tokens KV-cache tokens, and
+each batch's records are appended to out/eval/<model>.jsonl as it ends. Rerun the same command and it skips
+every prompt already answered (a prompt_key hashes the model's files, the decoding settings and the prompt),
+recomputes nothing for a finished model, and writes the files an uninterrupted run would have (given the
+same --batch-tokens: the same batches).
 """
 import dataclasses
 import hashlib
