@@ -11,20 +11,30 @@ its unknown question (answered by a sibling passage: the right reply is 'Not Pro
   last ANSWER: when the model revised itself.
 Both are always computed and printed; --scoring picks which leads the table. Strict metrics, the error
 breakdown, the stage-1 (Sufficient/Insufficient) view and instruction adherence come beside them.
+
+Nothing is lost to an interruption: prompts run in batches of at most --batch-tokens KV-cache tokens, and
+each batch's records are appended to out/eval/<model>.jsonl as it ends. Rerun the same command and it skips
+every prompt already answered (a prompt_key hashes the model's files, the decoding settings and the prompt),
+recomputes nothing for a finished model, and writes the files an uninterrupted run would have (given the
+same --batch-tokens: the same batches).
 """
 import dataclasses
+import hashlib
+import importlib.util
 import json
 import os
 import string
 import sys
 from dataclasses import dataclass
 
+import torch
+from tqdm import tqdm
 
 import data
 import lora
 import tinyworld
 from cli import check_limits, config_parser
-from model import CheckpointError, Llama, generate, resolve_device
+from model import CheckpointError, Llama, ModelArgs, generate, read_config, resolve_device, token_batches
 
 
 @dataclass
@@ -39,8 +49,9 @@ class EvalConfig:
     scoring: str = "answer"  # answer | paper: which scoring leads the table
     task_prefix: str = "auto"  # on | off | auto (TASK_ASSIGNMENT_PREFIX for fine-tuned models only)
     paper_quirk: bool = False  # serve a stage-2 adapter on the plain base, as the authors' Llama-2 code did
-    max_new_tokens: int = 150  # greedy decoding stops here or at EOS
-    batch_size: int = 32  # prompts decoded together
+    max_new_tokens: int = 200  # greedy decoding stops here or at EOS (the authors' chatgpt.py: max_tokens=200, temperature 0)
+    batch_tokens: int = 0  # KV-cache tokens per batch: prompts x (longest prompt + max new tokens); 0 = derived from the memory plan on CUDA, else 16384
+    stop_after_batches: int = 0  # stop, as if interrupted, after this many batches (to try resuming; 0: never)
     max_rows: int = 0  # 0: every row of the split
     instruction_items: int = 100  # held-out HotpotQA items for instruction adherence (0: skip)
     instruction_start: int = 300  # the first item after those stage 2 trained on
@@ -141,65 +152,191 @@ def judge(kind, output, answers):
 
 # ---- running one model ----
 
-def model_prompts(tok, rows, hotpot_items, prefix, template=None):
+DEFAULT_BATCH_TOKENS = 16384  # ~40 tiny-world benchmark prompts (~195 tokens + 200 new) per batch
+HASH_LIMIT = 64 * 2**20  # model files up to this size are hashed; larger ones are known by size and time
+
+
+class Stopped(Exception):
+    """--stop-after-batches was reached: the run ends as an interruption would, its batches kept."""
+
+
+def prompt_id(task, rid, kind):
+    """A prompt's stable name: its task and row, and known/unknown (an instruction item asks once)."""
+    return f"{task}:{rid}" if task == "instruction" else f"{task}:{rid}:{kind}"
+
+
+def fit(tok, template, user, context, room, system=None):
+    """The prompt's token ids and its length before a cut (None when it fits in `room` tokens). A longer
+    prompt loses the end of its context, as training cuts it (data.tokenize_records); one still too long
+    with no context at all (a model with very few positions) keeps its last `room` tokens, where the
+    question and the opening for the answer are."""
+    ids = data.encode_chat(tok, user, template=template, system=system)[0]
+    if room is None or len(ids) <= room:
+        return ids, None
+    samples, _ = data.tokenize_records(tok, [dict(prompt=user, context=context, output=None, system=system)],
+                                       room, template)
+    return (samples[0][0] if samples else ids[-room:]), len(ids)
+
+
+def model_prompts(tok, rows, hotpot_items, prefix, template=None, room=None):
     """Every prompt one model answers, in its chat template (llama2 unless given): (task, id, kind, token
-    ids, reference). The benchmark prompt is LLAMA2_CHAT_EVAL's system and user message."""
+    ids, reference, length before a cut or None); a prompt over `room` tokens is cut by fit(). The
+    benchmark prompt is LLAMA2_CHAT_EVAL's system and user message."""
+    template = template or data.TEMPLATES["llama2"]
     out = []
     for r in rows:
         for kind in ("known", "unknown"):
             q = r[kind + "_question"]
             system, user = data.eval_messages(q, r["context"], prefix)
-            out.append(("benchmark", r["id"], kind, data.encode_chat(tok, user, template=template, system=system)[0],
-                        r["known_answers"]))
-            out.append(("cognition", r["id"], kind,
-                        data.encode_chat(tok, data.cognition_prompt(q, r["context"]), template=template)[0],
-                        data.STAGE1_TARGETS[kind]))
+            ids, cut = fit(tok, template, user, r["context"], room, system)
+            out.append(("benchmark", r["id"], kind, ids, r["known_answers"], cut))
+            ids, cut = fit(tok, template, data.cognition_prompt(q, r["context"]), r["context"], room)
+            out.append(("cognition", r["id"], kind, ids, data.STAGE1_TARGETS[kind], cut))
     for rec in hotpot_items:
-        out.append(("instruction", rec["id"], data.INSTRUCTIONS[rec["instruction"]][0],
-                    data.encode_chat(tok, rec["prompt"], template=template)[0], (rec["instruction"], rec["slot"])))
+        ids, cut = fit(tok, template, rec["prompt"], rec["context"], room)
+        out.append(("instruction", rec["id"], data.INSTRUCTIONS[rec["instruction"]][0], ids,
+                    (rec["instruction"], rec["slot"]), cut))
     return out
 
 
-def evaluate_model(cfg, name, model, tok, rows, hotpot_items, prefix, autocast, template=None):
-    template = template or data.TEMPLATES["llama2"]
-    prompts = model_prompts(tok, rows, hotpot_items, prefix, template)
-    room = model.args.max_position_embeddings - cfg.max_new_tokens  # the longest prompt the model can continue
-    fits = [len(p[3]) <= room for p in prompts]
-    if sum(fits) < len(prompts):
-        print(f"{len(prompts) - sum(fits)} of {len(prompts)} prompts skipped: longer than {room} tokens (the model's "
-              f"{model.args.max_position_embeddings} positions less --max-new-tokens {cfg.max_new_tokens}); "
-              "their records say \"skipped\"")
-    outputs = iter(generate(model, [p[3] for p, ok in zip(prompts, fits) if ok], cfg.max_new_tokens,
-                            template.stop_id(tok), cfg.batch_size, progress=True, autocast=autocast))
-    records, cog_ok, cog_n, inst_ok, inst_n, formed = [], 0, 0, 0, 0, 0
-    for (task, rid, kind, ids, ref), ok in zip(prompts, fits):
-        if not ok:  # not scored: it counts neither for nor against the model
-            records.append({"model": name, "task": task, "id": rid, "kind": kind,
-                            "skipped": f"prompt of {len(ids)} tokens"})
+def model_files(dirs):
+    """What the model is built from, cheaply: per directory (base first), the sha256 of each small weight or
+    config file (configs, LoRA adapters) and the size and modification time of each large one (a base's
+    weights: hashing 13 GB would cost a minute per model)."""
+    out = []
+    for d in dirs:
+        files = {}
+        for f in sorted(os.listdir(d)):
+            p = os.path.join(d, f)
+            if not (f.endswith(".safetensors") or f in ("config.json", "adapter_config.json",
+                                                        "model.safetensors.index.json")) or not os.path.isfile(p):
+                continue
+            st = os.stat(p)
+            if st.st_size > HASH_LIMIT:
+                files[f] = f"{st.st_size} bytes, mtime {st.st_mtime_ns}"
+            else:
+                with open(p, "rb") as fh:
+                    files[f] = hashlib.sha256(fh.read()).hexdigest()
+        out.append(files)
+    return out
+
+
+def prompt_keys(settings, prompts):
+    """One key per prompt, a hash of everything its output depends on: the model's files, the decoding
+    settings, the prompt's id and token ids. A rerun reuses a stored output only under the same key."""
+    ids = [prompt_id(*p[:3]) for p in prompts]
+    if len(set(ids)) < len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise data.DataError(f"two prompts are both {dup!r}: the benchmark or HotpotQA file repeats an id; "
+                             "give every record its own id")
+    head = json.dumps(settings, sort_keys=True)
+    return [hashlib.sha256(f"{head}\n{i}\n{p[3]}".encode()).hexdigest()[:16] for i, p in zip(ids, prompts)]
+
+
+def record(name, prompt, key, output, hit_limit):
+    """The jsonl record of one answered prompt: its output and every verdict on it. A rerun rebuilds it
+    from the stored output, so the verdicts always follow this file's scoring."""
+    task, rid, kind, ids, ref, cut_from = prompt
+    rec = {"model": name, "task": task, "id": rid, "kind": kind, "prompt_id": prompt_id(task, rid, kind),
+           "prompt_key": key, "output": output, "hit_token_limit": hit_limit}
+    if cut_from:  # the prompt was longer than the model can continue: cut from cut_from to cut_to tokens
+        rec.update(cut_from=cut_from, cut_to=len(ids))
+    if task == "benchmark":
+        rec.update(judge(kind, output, ref), answers=ref)
+    elif task == "cognition":
+        rec.update(expected=ref, verdict=cognition_verdict(output))
+    else:
+        index, slot = ref
+        rec["passed"] = data.INSTRUCTIONS[index][2](answer_part(output))
+        rec["checking_well_formed"] = checking_well_formed(output, data.requirement_sentences(kind, slot))
+    return rec
+
+
+def read_done(path, keys):
+    """{key: stored record} of this run's prompts that `path` (a <model>.jsonl) already answers. A line cut
+    off by an interrupted write, or one of another model, settings or prompt (its key is none of `keys`),
+    is dropped and the file rewritten without it, so that appending can go on."""
+    if not os.path.exists(path):
+        return {}
+    with open(path, "rb") as f:
+        *lines, last = f.read().split(b"\n")  # appends end each line with \n (json escapes it inside strings)
+    wanted, done, broken, stale = set(keys), {}, int(bool(last)), 0
+    for line in lines:
+        try:
+            rec = json.loads(line.decode("utf-8"))
+            key = rec["prompt_key"]
+        except (ValueError, TypeError, KeyError):
+            broken += 1
             continue
-        new = next(outputs)
-        text = tok.decode(new)
-        rec = {"model": name, "task": task, "id": rid, "kind": kind, "output": text,
-               "hit_token_limit": len(new) >= cfg.max_new_tokens}
-        if task == "benchmark":
-            rec.update(judge(kind, text, ref), answers=ref)
-        elif task == "cognition":
-            rec.update(expected=ref, verdict=cognition_verdict(text))
-            cog_ok, cog_n = cog_ok + (rec["verdict"] == ref), cog_n + 1
+        if key in wanted and key not in done:
+            done[key] = rec
         else:
-            index, slot = ref
-            rec["passed"] = data.INSTRUCTIONS[index][2](answer_part(text))
-            rec["checking_well_formed"] = checking_well_formed(text, data.requirement_sentences(kind, slot))
-            inst_ok, inst_n, formed = inst_ok + rec["passed"], inst_n + 1, formed + rec["checking_well_formed"]
-        records.append(rec)
-    metrics = score_benchmark([r for r in records if r["task"] == "benchmark" and "skipped" not in r])
-    if not all(fits):
-        metrics["skipped_prompts"] = len(fits) - sum(fits)
-    metrics["stage1_accuracy"] = 100.0 * cog_ok / max(cog_n, 1)
-    metrics["instruction_pass"] = 100.0 * inst_ok / inst_n if inst_n else None
-    metrics["checking_well_formed"] = 100.0 * formed / inst_n if inst_n else None
+            stale += 1
+    if broken or stale:
+        why = [f"{broken} unreadable line(s) (a write cut off by an interruption)"] * bool(broken) + \
+              [f"{stale} line(s) of another model, settings or prompt"] * bool(stale)
+        print(f"{path}: dropping {' and '.join(why)}; their prompts run again")
+        data.write_jsonl(path, list(done.values()))
+    return done
+
+
+def batch_budget(cfg, args, device, dtype):
+    """KV-cache tokens one batch may fill: --batch-tokens, else the memory plan's on CUDA, else the default."""
+    if cfg.batch_tokens:
+        return cfg.batch_tokens
+    if device.type == "cuda" and importlib.util.find_spec("plan"):
+        # >>> the memory plan's one call site: plan.eval_token_budget(model args, GPU bytes, weight dtype) <<<
+        import plan
+        return plan.eval_token_budget(args, torch.cuda.get_device_properties(device).total_memory, dtype)
+    return DEFAULT_BATCH_TOKENS
+
+
+def answer_all(cfg, name, prompts, keys, path, load_model, tok, eos_id, budget, autocast, after_batch):
+    """Every prompt's record, in prompt order. Prompts run in batches of at most `budget` KV-cache tokens,
+    similar lengths together; each batch's records are appended to `path` (flushed, synced) as it ends, so an
+    interruption loses one batch at most and a rerun with the same keys skips what is done. The model is
+    loaded (load_model()) only if some prompt is left."""
+    done = read_done(path, keys)
+    plan = token_batches([len(p[3]) for p in prompts], cfg.max_new_tokens, budget)
+    todo = [b for b in plan if any(keys[i] not in done for i in b)]
+    if not todo:
+        print(f"{path}: all {len(prompts)} prompts already answered; not recomputed")
+    else:
+        print(f"{len(plan)} batches of at most {budget} KV-cache tokens (--batch-tokens), {len(todo)} to run"
+              + (f"; {len(done)} of {len(prompts)} prompts already in {path}" if done else ""))
+        model = load_model()
+        with open(path, "a", encoding="utf-8") as f:
+            for batch in tqdm(todo, desc="generate"):
+                # a batch cut off halfway runs whole again: the same batch gives the same tokens
+                outs = generate(model, [prompts[i][3] for i in batch], cfg.max_new_tokens, eos_id,
+                                batch_size=len(batch), autocast=autocast)
+                lines = []
+                for i, new in zip(batch, outs):
+                    if keys[i] not in done:
+                        done[keys[i]] = record(name, prompts[i], keys[i], tok.decode(new),
+                                                len(new) >= cfg.max_new_tokens)
+                        lines.append(json.dumps(done[keys[i]], ensure_ascii=False) + "\n")
+                f.write("".join(lines))
+                f.flush()
+                os.fsync(f.fileno())
+                after_batch()
+        del model
+    records = [record(name, p, k, done[k]["output"], done[k]["hit_token_limit"]) for p, k in zip(prompts, keys)]
+    data.write_jsonl(path, records)  # the finished file, in prompt order
+    return records
+
+
+def summarize(records, prefix):
+    """One model's metrics from its records."""
+    metrics = score_benchmark([r for r in records if r["task"] == "benchmark"])
+    cog = [r for r in records if r["task"] == "cognition"]
+    inst = [r for r in records if r["task"] == "instruction"]
+    metrics["cut_prompts"] = sum("cut_from" in r for r in records)
+    metrics["stage1_accuracy"] = 100.0 * sum(r["verdict"] == r["expected"] for r in cog) / max(len(cog), 1)
+    metrics["instruction_pass"] = 100.0 * sum(r["passed"] for r in inst) / len(inst) if inst else None
+    metrics["checking_well_formed"] = 100.0 * sum(r["checking_well_formed"] for r in inst) / len(inst) if inst else None
     metrics["task_prefix"] = prefix
-    return metrics, records
+    return metrics
 
 
 def find_models(cfg):
@@ -221,16 +358,24 @@ def find_models(cfg):
     return found
 
 
+def lineage(cfg, path):
+    """(base directory, fine-tuned?, the directories the model is built from, base first), reading no weights."""
+    if cfg.model and cfg.adapter and not os.path.isfile(os.path.join(cfg.adapter, "lineage.json")):
+        return cfg.model, True, [cfg.model, cfg.adapter]  # a foreign PEFT adapter
+    if cfg.model and not cfg.adapter:
+        return cfg.model, False, [cfg.model]
+    lin = lora.require_base(cfg.adapter, cfg.model, "--adapter") if cfg.model else lora.read_lineage(path)
+    merged = [] if cfg.paper_quirk else lin["merged"]
+    return lin["base"], lin["adapter"], [lin["base"], *merged] + [path] * lin["adapter"]
+
+
 def load(cfg, path, device, dtype):
     load_base = lambda p: Llama.from_pretrained(p, device=device, dtype=dtype)
     if cfg.model and cfg.adapter and not os.path.isfile(os.path.join(cfg.adapter, "lineage.json")):
-        return lora.load_adapter(load_base(cfg.model), cfg.adapter), cfg.model, True  # a foreign PEFT adapter
+        return lora.load_adapter(load_base(cfg.model), cfg.adapter)  # a foreign PEFT adapter
     if cfg.model and not cfg.adapter:
-        return load_base(cfg.model), cfg.model, False
-    if cfg.model:
-        lora.require_base(cfg.adapter, cfg.model, "--adapter")
-    model, lin = lora.load_trained(path, load_base, merge_first=not cfg.paper_quirk)
-    return model, lin["base"], lin["adapter"]
+        return load_base(cfg.model)
+    return lora.load_trained(path, load_base, merge_first=not cfg.paper_quirk)[0]
 
 
 def fmt(x):
@@ -273,28 +418,51 @@ def run(cfg: EvalConfig):
     print(f"{len(rows)} benchmark rows ({cfg.split} split), {len(items)} held-out instruction items")
     out_dir = os.path.join(cfg.out_root, "eval")
     os.makedirs(out_dir, exist_ok=True)
-    results, labels = {}, {}
+    results, labels, batches_run = {}, {}, [0]
+
+    def after_batch():
+        batches_run[0] += 1
+        if batches_run[0] == cfg.stop_after_batches:
+            raise Stopped(f"stopped after {batches_run[0]} batches (--stop-after-batches); rerun without it to "
+                          f"finish: the answered prompts are kept in {out_dir}/<model>.jsonl")
+
     for name, label, path, _paper in find_models(cfg):
-        model, base, tuned = load(cfg, path, device, dtype)
+        base, tuned, dirs = lineage(cfg, path)
         tok, template = data.Tokenizer(base), data.chat_template(base, cfg.template)
-        tok.check_vocab(model.args.vocab_size)
+        args = ModelArgs.from_config(read_config(base), os.path.join(base, "config.json"))
+        tok.check_vocab(args.vocab_size)
         prefix = tuned if cfg.task_prefix == "auto" else cfg.task_prefix == "on"
         print(f"== {label} ({path}), {template.name} chat template, task prefix {'on' if prefix else 'off'}")
-        results[name], records = evaluate_model(cfg, name, model, tok, rows, items, prefix, autocast, template)
-        labels[name] = label
-        data.write_jsonl(os.path.join(out_dir, f"{name}.jsonl"), records)
-        del model
+        room = args.max_position_embeddings - cfg.max_new_tokens  # the longest prompt the model can continue
+        if room < 1:
+            raise CheckpointError(f"{base}/config.json: {args.max_position_embeddings} positions leave no room for "
+                                  f"a prompt before --max-new-tokens {cfg.max_new_tokens}; lower --max-new-tokens")
+        prompts = model_prompts(tok, rows, items, prefix, template, room)
+        cut = sum(p[5] is not None for p in prompts)
+        if cut:
+            print(f"{cut} of {len(prompts)} prompts cut to {room} tokens (the model's {args.max_position_embeddings} "
+                  f"positions less --max-new-tokens {cfg.max_new_tokens}): their contexts lose their ends, as "
+                  "training cuts them; their records say cut_from / cut_to, results cut_prompts")
+        eos_id = template.stop_id(tok)
+        settings = dict(files=model_files(dirs), max_new_tokens=cfg.max_new_tokens, eos_id=eos_id,
+                        device=device.type, dtype=str(dtype), autocast=autocast)
+        records = answer_all(cfg, name, prompts, prompt_keys(settings, prompts),
+                             os.path.join(out_dir, f"{name}.jsonl"), lambda: load(cfg, path, device, dtype), tok,
+                             eos_id, batch_budget(cfg, args, device, dtype), autocast, after_batch)
+        results[name], labels[name] = summarize(records, prefix), label
     md = table(results, labels, cfg)
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
+    with open(os.path.join(out_dir, "results.json.tmp"), "w") as f:
         json.dump({"config": dataclasses.asdict(cfg), "results": results}, f, indent=1)
+    os.replace(os.path.join(out_dir, "results.json.tmp"), os.path.join(out_dir, "results.json"))
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(md + "\n")
     print(md)
     return results
 
 
-LIMITS = {**dict.fromkeys(("max_new_tokens", "batch_size"), ">= 1"),
-          **dict.fromkeys(("max_rows", "instruction_items", "instruction_start"), ">= 0"),
+LIMITS = {"max_new_tokens": ">= 1",
+          **dict.fromkeys(("batch_tokens", "stop_after_batches", "max_rows", "instruction_items",
+                           "instruction_start"), ">= 0"),
           "device": "auto, cpu or cuda[:N] (with a visible GPU)"}
 CHOICES = {"split": ("test", "all"), "scoring": ("answer", "paper"), "task_prefix": ("on", "off", "auto"),
            "filter": ("paper", "strict"), "dtype": ("auto", "float32", "bfloat16"), "template": ("auto", *data.TEMPLATES)}
@@ -312,9 +480,11 @@ def main(argv=None):
         return run(parse_config(argv))
     except (CheckpointError, lora.AdapterError, data.DataError) as e:
         sys.exit(f"error: {e}")
+    except Stopped as e:
+        print(e)
     except KeyboardInterrupt:
-        sys.exit("error: interrupted; results.json and results.md were not written (the <model>.jsonl files of "
-                 "models finished before it were)")
+        sys.exit("error: interrupted; results.json and results.md were not written. Every finished batch is in "
+                 "<out-root>/eval/<model>.jsonl: rerun the same command to go on from there")
 
 
 if __name__ == "__main__":

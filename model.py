@@ -411,26 +411,46 @@ def resolve_device(device="auto", dtype="auto"):
 
 # ---- batched greedy decoding with a preallocated KV cache ----
 
+def token_batches(lengths, max_new_tokens, batch_tokens):
+    """Prompt indices in batches, shortest prompts first, so that a batch pads little: B prompts whose longest
+    has P tokens fill B * (P + max_new_tokens) <= batch_tokens slots of the KV cache (what _generate_batch
+    allocates, padding included). A prompt over the budget alone still gets a batch of its own."""
+    batches = []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        # sorted ascending: the newcomer is the batch's longest prompt, so it sets every row's cache length
+        if batches and (len(batches[-1]) + 1) * (lengths[i] + max_new_tokens) <= batch_tokens:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 @torch.no_grad()
-def generate(model: Llama, prompts, max_new_tokens, eos_id, batch_size=16, progress=False, autocast=False):
+def generate(model: Llama, prompts, max_new_tokens, eos_id, batch_size=16, progress=False, autocast=False,
+             batch_tokens=0, eos_every=8):
     """Greedy-decode each prompt (a list of token ids) and return only its new tokens, without the EOS.
     autocast=True runs under bf16 autocast with a bf16 KV cache (resolve_device says when).
 
-    Prompts are sorted by length and run in batches. Inside a batch they are left-padded; each row's
+    Prompts are sorted by length and run in batches of batch_size prompts, or, with batch_tokens, of a KV
+    cache of at most batch_tokens slots (token_batches). Inside a batch they are left-padded; each row's
     positions start at 0 at its first real token and padding is masked out of attention, so every row
     gets exactly the tokens that decoding it alone, step by step and without a cache, would give.
-    A row whose output has max_new_tokens tokens was cut off by the limit (it never produced EOS)."""
+    A row whose output has max_new_tokens tokens was cut off by the limit (it never produced EOS).
+    Whether every row has ended is asked every eos_every steps only: the question waits for the GPU (a host
+    sync), and the steps it lets run past the last EOS are discarded."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    batches = (token_batches([len(p) for p in prompts], max_new_tokens, batch_tokens) if batch_tokens else
+               [order[i:i + batch_size] for i in range(0, len(order), batch_size)])
     out = [None] * len(prompts)
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     for idx in tqdm(batches, desc="generate", disable=not progress):
         with torch.autocast(model.lm_head.weight.device.type, dtype=torch.bfloat16, enabled=autocast):
-            for i, toks in zip(idx, _generate_batch(model, [prompts[i] for i in idx], max_new_tokens, eos_id)):
+            for i, toks in zip(idx, _generate_batch(model, [prompts[i] for i in idx], max_new_tokens, eos_id,
+                                                    eos_every)):
                 out[i] = toks
     return out
 
 
-def _generate_batch(model, prompts, max_new_tokens, eos_id):
+def _generate_batch(model, prompts, max_new_tokens, eos_id, eos_every=8):
     device = model.lm_head.weight.device
     dtype = torch.bfloat16 if torch.is_autocast_enabled(device.type) else model.model.embed_tokens.weight.dtype
     B, P = len(prompts), max(len(p) for p in prompts)
@@ -459,7 +479,7 @@ def _generate_batch(model, prompts, max_new_tokens, eos_id):
             nxt = logits[:, -1].argmax(-1)
             new.append(nxt)
             done |= nxt == eos_id
-            if done.all() or t == total - 1:
+            if t == total - 1 or (len(new) % eos_every == 0 and done.all()):  # done.all() waits for the device
                 break
             mask = valid[:, None, None, : t + 1]
             logits = model(nxt[:, None], positions=positions[:, t:t + 1], mask=mask, start=t, last_only=True)

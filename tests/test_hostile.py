@@ -87,7 +87,7 @@ def test_train_refuses_bad_flags_in_one_line_naming_the_flag(argv, message):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--batch-size", "0"], "--batch-size must be >= 1, not 0"),
+    (["--batch-tokens=-1"], "--batch-tokens must be >= 0, not -1"),
     (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1, not 0"),
     (["--split", "dev"], "argument --split: invalid choice: 'dev'"),
     (["--task-prefix", "yes"], "argument --task-prefix: invalid choice: 'yes'"),
@@ -304,19 +304,21 @@ def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint
 
 # ---- class 8: eval survives a prompt longer than the model's positions ----
 
-def test_eval_skips_and_counts_prompts_too_long_for_the_model(micro_world, tmp_path):
+def test_eval_cuts_and_counts_prompts_too_long_for_the_model(micro_world, tmp_path):
     w = micro_world
     base = copy(w["base"], tmp_path / "base")
     tok = ev.data.Tokenizer(base)
     rows = [r for r in ev.data.build_benchmark(w["asqa"]) if r["split"] == "test"][:4]
     lengths = sorted(len(p[3]) for p in ev.model_prompts(tok, rows, [], False))
-    edit_json(os.path.join(base, "config.json"), lambda c: c.update(max_position_embeddings=lengths[len(lengths) // 2] + 8))
+    room = lengths[len(lengths) // 2]
+    edit_json(os.path.join(base, "config.json"), lambda c: c.update(max_position_embeddings=room + 8))
     results = ev.main(["--model", base, "--asqa", w["asqa"], "--max-rows", "4", "--instruction-items", "0",
                        "--max-new-tokens", "8", "--out-root", str(tmp_path / "out")])
     recs = [json.loads(line) for line in open(tmp_path / "out" / "eval" / "base.jsonl")]
-    skipped = [r for r in recs if "skipped" in r]
-    assert 0 < len(skipped) < len(recs) and results["base"]["skipped_prompts"] == len(skipped)
-    assert all("output" in r for r in recs if "skipped" not in r)
+    cut = [r for r in recs if "cut_from" in r]
+    assert 0 < len(cut) < len(recs) and results["base"]["cut_prompts"] == len(cut)
+    assert all(r["cut_from"] > room >= r["cut_to"] for r in cut)
+    assert all("output" in r for r in recs) and results["base"]["n_rows"] == 4  # every prompt answered, none skipped
 
 
 # ---- class 5: resume refuses a changed configuration ----
