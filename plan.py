@@ -134,19 +134,22 @@ def block_saved(args: ModelArgs, s: Settings, first: bool):
 def backward_working_set(args: ModelArgs, s: Settings):
     """Bytes per token of the gradients alive while one block runs backward, beyond what it saved: the
     residual's gradient (and the one being added to it), then the larger of the MLP's (the gradients of
-    silu(g) * u, of silu(g) and of u: 3 x intermediate) and attention's (SDPA's grad of out, dq, dk, dv and
-    an fp32 dq accumulator; under GQA dk, dv are summed back to the kv heads)."""
+    silu(g) * u, of silu(g) and of u: 3 x intermediate, less down_proj's saved input, freed by then when a LoRA
+    or stage 0 kept it) and attention's (SDPA's grad of out, dq, dk, dv and an fp32 dq accumulator; under GQA
+    dk, dv are summed back to the kv heads)."""
     act = 2 if s.autocast else nbytes(s.weight_dtype)
     qd, kvd = args.num_attention_heads * args.head_dim, args.num_key_value_heads * args.head_dim
     attn = (4 * act + 4) * qd + (2 * act * kvd if kvd != qd else 0)
-    return 2 * nbytes(s.weight_dtype) * args.hidden_size + max(3 * act * args.intermediate_size, attn)
+    mlp = (2 if s.full or "down_proj" in s.lora_targets else 3) * act * args.intermediate_size
+    return 2 * nbytes(s.weight_dtype) * args.hidden_size + max(mlp, attn)
 
 
 class Plan:
     """Bytes per component of a training run's peak, for checkpointing off and on; the rows add up to it.
     saved_bytes is what autograd holds at the end of the forward without checkpointing (what
-    saved_tensors_hooks see); step_bytes the peak of one micro-batch above the resident weights, LoRA and
-    optimizer state (what an allocator's peak counter sees when they already exist)."""
+    saved_tensors_hooks see); step_bytes the peak of one micro-batch above the resident weights, gradients and
+    optimizer state (as in the second micro-batch of an accumulating step; what an allocator's peak counter
+    sees when those already exist)."""
 
     def __init__(self, args, settings, rows, saved_bytes, per_token_block):
         self.args, self.settings, self.rows = args, settings, rows  # rows: [(component, off, on, why)]
@@ -172,7 +175,7 @@ class Plan:
         return "\n".join(lines)
 
 
-STEP_ROWS = ("gradients", "autocast weight copies", "activations saved for backward", "loss / backward peak")
+STEP_ROWS = ("autocast weight copies", "activations saved for backward", "loss / backward peak")
 
 
 def estimate(args: ModelArgs, s: Settings) -> Plan:
@@ -189,10 +192,10 @@ def estimate(args: ModelArgs, s: Settings) -> Plan:
     trained, tbytes = (n, w) if s.full else (lora, 4)  # LoRA A and B are fp32 (lora.py)
 
     def per_block(first):  # (bytes per token, bytes per block) of one block's saved tensors
-        saved = block_saved(args, s, first).values()
-        return sum(t for t, _ in saved), sum(b for _, b in saved)
+        saved = block_saved(args, s, first)
+        return sum(t for t, _ in saved.values()), sum(b for _, b in saved.values()), saved.get("block.in", (0, 0))[0]
 
-    (tok0, const0), (tok1, const1) = per_block(True), per_block(False)
+    (tok0, const0, _), (tok1, const1, own_input) = per_block(True), per_block(False)
     # cos and sin, (B, 1, T, head_dim) each in the stream's dtype, saved by every block's RoPE: one pair.
     rope = 2 * T * args.head_dim * stream
     # model.Llama.loss: x[keep] saves the boolean mask; the final norm saves xf (fp32) of the answer positions;
@@ -209,6 +212,9 @@ def estimate(args: ModelArgs, s: Settings) -> Plan:
     # tensors are gone and backward_working_set is alive (with checkpointing, on top of that block's
     # recomputed saved tensors). The table's last activation row is the larger of the two.
     loss_phase, ws = loss_saved + n_ans * V * 8, T * backward_working_set(args, s)
+    # A recomputed block's saved tensors, less its input when the norm saves that (fp32 stream): checkpoint
+    # keeps it already. Its weights' bf16 copies exist then; lm_head's copy only until the loss's backward.
+    recomputed = T * (tok1 - own_input)
     # Without checkpointing every block keeps its saved tensors until backward. With it (model.hidden wraps each
     # block in torch.utils.checkpoint) a block keeps only its input; backward recomputes one block at a time.
     saved_off, saved_on = T * (tok0 + (L - 1) * tok1), T * L * h * stream
@@ -217,13 +223,13 @@ def estimate(args: ModelArgs, s: Settings) -> Plan:
         ("LoRA params", lora * 4, lora * 4, f"fp32, r {s.lora_r} on {','.join(s.lora_targets)}" if lora else "none"),
         ("gradients", trained * tbytes, trained * tbytes, "one per trainable parameter"),
         ("AdamW state", 2 * trained * tbytes, 2 * trained * tbytes, "exp_avg + exp_avg_sq"),
-        ("autocast weight copies", const0 + (L - 1) * const1 + head_copy, const1 + head_copy,
-         "bf16 casts of fp32 weights, kept for backward"),
+        ("autocast weight copies", const0 + (L - 1) * const1 + head_copy, 0,
+         "bf16 casts of fp32 weights, kept for backward (on: in the peak row)"),
         ("activations saved for backward", saved_off + rope, saved_on + rope,
          f"{T} tokens; off: {tok1 / 1024:.1f} KiB/token/block; on: {h * stream / 1024:.1f} (block inputs)"),
-        ("loss / backward peak", max(loss_phase, ws), max(loss_phase, T * tok1 + ws),
+        ("loss / backward peak", max(loss_phase, ws), max(loss_phase + head_copy, recomputed + const1 + ws),
          f"the larger: loss {loss_phase / GiB:.2f} (<= {n_ans} answer tokens x vocab {V}), one block's backward "
-         f"{ws / GiB:.2f} (on: + {T * tok1 / GiB:.2f} recomputed)"),
+         f"{ws / GiB:.2f} (on: + {(recomputed + const1) / GiB:.2f} recomputed)"),
     ]
     if s.device == "cuda":
         rows.append(("reserve", CUDA_RESERVE, CUDA_RESERVE, "CUDA context, allocator fragmentation: a margin"))
@@ -248,8 +254,10 @@ def choose_checkpointing(args, s: Settings, memory, mode="auto"):
     if mode in ("on", "off"):
         return mode == "on", f"{mode} (asked for; plan: off {off:.1f} GiB, on {on:.1f} GiB of {memory / GiB:.1f})"
     use = plan.total(False) > memory
-    return use, (f"auto -> {'on' if use else 'off'}: the plan without it needs {off:.1f} GiB, with it {on:.1f} "
-                 f"GiB, of {memory / GiB:.1f} GiB " + ("(does not fit)" if use else "(fits)"))
+    verdict = "fits" if not use else "does not fit" if plan.total(True) <= memory else \
+        "neither fits: expect out-of-memory, use a smaller micro-batch or cutoff"
+    return use, (f"auto -> {'on' if use else 'off'}: the plan without it needs {off:.1f} GiB, with it {on:.1f} GiB, "
+                 f"of {memory / GiB:.1f} GiB ({verdict})")
 
 
 def n_params(args: ModelArgs):

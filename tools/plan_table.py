@@ -6,8 +6,8 @@ Two measurements of one micro-batch's forward + backward (random weights, LoRA a
 - saved: the bytes autograd keeps for backward, seen by torch.autograd.graph.saved_tensors_hooks, one count per
   storage, parameters excluded (checkpointing off only: inside a checkpointed block, checkpoint's own hooks
   take over and nothing reaches ours);
-- peak: the CPU allocator's peak during forward + backward above what existed before (the torch profiler's
-  memory events carry the allocator's running total), against the plan's step_bytes.
+- peak: the CPU allocator's peak during forward + backward above what existed before, gradients included
+  (the torch profiler's memory events carry the allocator's running total), against the plan's step_bytes.
 """
 import json
 import os
@@ -100,20 +100,25 @@ def cpu_peak_bytes(fn):
         prof.export_chrome_trace(os.path.join(tmp, "trace.json"))
         with open(os.path.join(tmp, "trace.json")) as f:
             events = json.load(f)["traceEvents"]
-    totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"
-              and e["args"].get("Device Type") == 0]
-    return max(totals, default=0)
+    memory = sorted((e for e in events if e.get("name") == "[memory]" and e["args"].get("Device Type") == 0),
+                    key=lambda e: e["ts"])
+    if not memory:
+        return 0
+    # The running total is process-wide and never forgets a block that an earlier profiling session allocated
+    # and that was freed outside one: measure from this session's own starting point.
+    start = memory[0]["args"]["Total Allocated"] - memory[0]["args"]["Bytes"]
+    return max(e["args"]["Total Allocated"] for e in memory) - start
 
 
 def step_peak(model, tokens, labels, autocast, checkpointing):
+    """The peak of a micro-batch whose gradients accumulate onto existing ones (train.py's micro-batches after
+    the first of a step): the first call is the warm-up and allocates the gradients."""
     model.gradient_checkpointing = checkpointing
-    model.zero_grad(set_to_none=True)
 
     def step():
         forward(model, tokens, labels, autocast).backward()
 
-    step()  # warm-up: one-time allocations (thread pools, kernels' caches) stay out of the measurement
-    model.zero_grad(set_to_none=True)
+    step()
     return cpu_peak_bytes(step)
 
 
