@@ -46,8 +46,7 @@ CASES = [
     Case("bf16, GQA 4/1, long answers", dict(hidden_size=96, intermediate_size=256, num_hidden_layers=4,
          num_attention_heads=4, num_key_value_heads=1, vocab_size=512), 2, 256, 200, weights="bfloat16", autocast=True),
     Case("fp32, all-linear LoRA r16 (tiny preset)", dict(hidden_size=128, intermediate_size=384, num_hidden_layers=2,
-         num_attention_heads=8), 3, 160, 30, targets=plan.ALL_LINEAR if hasattr(plan, "ALL_LINEAR") else
-         "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", r=16),
+         num_attention_heads=8), 3, 160, 30, targets="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", r=16),
     Case("fp32 w + autocast, full training (stage 0)", dict(hidden_size=128, intermediate_size=384, num_hidden_layers=2,
          num_attention_heads=4, vocab_size=512, tie_word_embeddings=True), 4, 128, 127, autocast=True, targets=""),
 ]
