@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 import data
 import lora
+import plan
 import tinyworld
 from cli import check_limits, config_parser
 from model import CheckpointError, Llama, ModelArgs, read_json, resolve_device
@@ -72,7 +73,9 @@ class TrainConfig:
     device: str = "auto"  # auto (CUDA if visible) | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | bfloat16; auto: bf16 autocast on CUDA and on CPUs with native bf16
     template: str = "auto"  # chat layout: auto (from the model's own chat template) | llama2 | chatml | llama3
-    grad_checkpointing: bool = False  # recompute activations in backward: less memory, slower
+    grad_checkpointing: str = "auto"  # recompute activations in backward (less memory, slower); auto: if the plan needs it
+    plan: bool = False  # print the memory plan and exit without reading weights (--model may be a config.json)
+    memory_gb: float = 0.0  # GiB to plan for; 0 = the CUDA device's free memory (on CPU: the available RAM)
     compile: bool = False  # torch.compile each block
     seed: int = 0  # LoRA init, data order, validation split
     save_every: int = 50  # optimizer steps between resumable checkpoints (and at every epoch end)
@@ -126,16 +129,18 @@ class TrainError(RuntimeError):
 
 LIMITS = {**dict.fromkeys(("micro_batch", "grad_accum", "lora_r", "cutoff_len", "save_every", "max_records", "n_items",
                             "vocab_size", "hidden_size", "num_layers", "num_heads"), ">= 1"),
-          **dict.fromkeys(("epochs", "max_steps", "stop_after", "weight_decay"), ">= 0"),
+          **dict.fromkeys(("epochs", "max_steps", "stop_after", "weight_decay", "memory_gb"), ">= 0"),
           **dict.fromkeys(("lr", "lora_alpha", "grad_clip"), "> 0"),
           **dict.fromkeys(("val_share", "lora_dropout", "adam_beta2"), "in [0, 1)"),
           **dict.fromkeys(("revision_share", "warmup_ratio"), "in [0, 1]"),
           "device": "auto, cpu or cuda[:N] (with a visible GPU)"}
 CHOICES = {"stage": (0, 1, 2), "data": tuple(DATA_FILE), "preset": tuple(PRESETS), "filter": ("paper", "strict"),
            "truncation": data.TRUNCATIONS,
-           "dtype": ("auto", "float32", "bfloat16"), "template": ("auto", *data.TEMPLATES)}
+           "dtype": ("auto", "float32", "bfloat16"), "template": ("auto", *data.TEMPLATES),
+           "grad_checkpointing": ("auto", "on", "off")}
 # Flags that may differ on --resume: they change neither the data, the model nor the schedule.
-RESUMABLE = ("resume", "overwrite", "stop_after", "save_every", "device", "compile", "grad_checkpointing")
+RESUMABLE = ("resume", "overwrite", "stop_after", "save_every", "device", "compile", "grad_checkpointing", "plan",
+             "memory_gb")
 
 
 def preset_notes():
@@ -170,7 +175,7 @@ def parse_config(argv=None) -> TrainConfig:
                         ("whole_words", "world_words.txt")):
         if tiny and not getattr(cfg, field):
             setattr(cfg, field, os.path.join(tinyworld.DATA, file))
-    check_limits(ap, cfg, LIMITS)
+    check_limits(ap, cfg, {k: v for k, v in LIMITS.items() if not (cfg.plan and k == "device")})  # --plan: any GPU
     if (cfg.stage == 0) != (cfg.data == "base"):
         ap.error(f"--stage {cfg.stage} cannot train on --data {cfg.data}: stage 0 trains the base on --data base, "
                  "stages 1-2 an adapter on cognition, instructions or qa")
@@ -224,17 +229,52 @@ def train_tokenizer(cfg, records, out):
     return data.Tokenizer(path)
 
 
-def new_base_model(cfg, tok):
-    args = ModelArgs(hidden_size=cfg.hidden_size, intermediate_size=cfg.hidden_size * 3, num_hidden_layers=cfg.num_layers,
-                     num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads, vocab_size=tok.vocab_size,
-                     max_position_embeddings=2048, rms_norm_eps=1e-5, bos_token_id=tok.bos_id, eos_token_id=tok.eos_id,
+def base_args(cfg, vocab_size, bos_id=1, eos_id=2):
+    return ModelArgs(hidden_size=cfg.hidden_size, intermediate_size=cfg.hidden_size * 3, num_hidden_layers=cfg.num_layers,
+                     num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads, vocab_size=vocab_size,
+                     max_position_embeddings=2048, rms_norm_eps=1e-5, bos_token_id=bos_id, eos_token_id=eos_id,
                      tie_word_embeddings=cfg.tie_embeddings)
+
+
+def new_base_model(cfg, tok):
+    args = base_args(cfg, tok.vocab_size, tok.bos_id, tok.eos_id)
     torch.manual_seed(cfg.seed)
     model = Llama(args)
     for name, p in model.named_parameters():
         if p.dim() == 2:  # HF's initializer_range 0.02; norms stay at 1
             torch.nn.init.normal_(p, std=0.02)
     return model
+
+
+def memory_plan(cfg, args, device, dtype, autocast):
+    """(plan.Settings of this run, bytes to plan for): --memory-gb, else what the device has free."""
+    s = plan.Settings(micro_batch=cfg.micro_batch, cutoff_len=cfg.cutoff_len, autocast=autocast, lora_r=cfg.lora_r,
+                      weight_dtype=torch.float32 if cfg.stage == 0 else dtype, device=device.type,
+                      lora_targets=() if cfg.stage == 0 else tuple(cfg.lora_targets.split(",")),
+                      answer_tokens=plan.answer_tokens_bound(cfg.data, cfg.micro_batch, cfg.cutoff_len))
+    if not cfg.memory_gb and device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainError(f"--device {cfg.device}: no GPU visible to measure its free memory; give --memory-gb")
+    return s, cfg.memory_gb * plan.GiB if cfg.memory_gb else plan.available_memory(device)
+
+
+def print_plan(cfg):
+    """--plan: the memory plan of this run from config.json alone (no weights, tokenizer or data read)."""
+    device, dtype, autocast, why = resolve_device(cfg.device, cfg.dtype)
+    if cfg.stage == 0:
+        args = base_args(cfg, cfg.vocab_size)
+    else:
+        file = cfg.model if os.path.isfile(cfg.model) else os.path.join(cfg.model, "config.json")
+        if not os.path.isfile(file):
+            raise CheckpointError(f"{file}: missing; --plan reads --model's config.json (or --model FILE.json)")
+        args = ModelArgs.from_config(read_json(file, CheckpointError, "the model's config.json"), file)
+    s, memory = memory_plan(cfg, args, device, dtype, autocast)
+    _, line = plan.choose_checkpointing(args, s, memory, cfg.grad_checkpointing)
+    print(f"memory plan for --stage {cfg.stage} --model {cfg.model} on {device} ({why}): micro-batch {cfg.micro_batch} x "
+          f"{cfg.cutoff_len} tokens, " + (f"LoRA r {cfg.lora_r} on {cfg.lora_targets}" if cfg.stage else "all parameters")
+          + f", <= {s.answer_tokens} answer tokens per micro-batch; "
+          + (f"--memory-gb {cfg.memory_gb:g}" if cfg.memory_gb else f"{memory / plan.GiB:.1f} GiB free on {device}"))
+    print(plan.estimate(args, s).table(memory))
+    print(f"grad checkpointing: {line}")
 
 
 def setup_distributed():
@@ -390,7 +430,10 @@ def train(cfg: TrainConfig):
         tok.check_vocab(model.args.vocab_size)
         torch.manual_seed(cfg.seed)
         lora.apply_lora(model, cfg.lora_targets.split(","), cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
-    model.gradient_checkpointing = cfg.grad_checkpointing
+    model.gradient_checkpointing, line = plan.choose_checkpointing(
+        model.args, *memory_plan(cfg, model.args, device, dtype, autocast), cfg.grad_checkpointing)
+    if main:
+        print(f"grad checkpointing: {line}")
     if cfg.compile:
         for layer in model.model.layers:
             layer.compile()  # per block and in place: state-dict keys stay clean
@@ -543,6 +586,8 @@ def main(argv=None):
     sigterm = signal.signal(signal.SIGTERM, interrupted)
     try:
         cfg = parse_config(argv)
+        if cfg.plan:
+            return print_plan(cfg)
         if int(os.environ.get("RANK", "0")) == 0:
             lock = claim_out(cfg)
         train(cfg)
