@@ -85,8 +85,7 @@ def worker(a):
             lora.apply_lora(model, ("q_proj", "v_proj"), r=8, alpha=16)
             model.gradient_checkpointing = a.grad_checkpointing
             if a.compile:
-                for layer in model.model.layers:
-                    layer.compile()
+                model.compile_blocks()
             step_loss = lambda: model.loss(ids, labels)
         else:
             from peft import LoraConfig, get_peft_model

@@ -72,7 +72,7 @@ class TrainConfig:
     dtype: str = "auto"  # auto | float32 | bfloat16; auto: bf16 autocast on CUDA and on CPUs with native bf16
     template: str = "auto"  # chat layout: auto (from the model's own chat template) | llama2 | chatml | llama3
     grad_checkpointing: bool = False  # recompute activations in backward: less memory, slower
-    compile: bool = False  # torch.compile each block
+    compile: bool = False  # torch.compile each block (two graphs a run: training and validation)
     seed: int = 0  # LoRA init, data order, validation split
     save_every: int = 50  # optimizer steps between resumable checkpoints (and at every epoch end)
     resume: bool = False  # continue from <out>/checkpoint (the same configuration only)
@@ -390,8 +390,7 @@ def train(cfg: TrainConfig):
         lora.apply_lora(model, cfg.lora_targets.split(","), cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     model.gradient_checkpointing = cfg.grad_checkpointing
     if cfg.compile:
-        for layer in model.model.layers:
-            layer.compile()  # per block and in place: state-dict keys stay clean
+        model.compile_blocks()  # two graphs a run: with grad (training) and without (validation)
 
     samples, dropped = data.tokenize_records(tok, records, cfg.cutoff_len, template)
     if not samples:
