@@ -48,18 +48,19 @@ def train_flops_per_token(c, seq):
 
 def build(impl, ckpt, size, device, dtype):
     if impl == "ours":
-        from model import Llama, ModelArgs
+        from model import Llama, ModelArgs, RotaryEmbedding
         if ckpt:
             return Llama.from_pretrained(ckpt, device=device, dtype=dtype)
+        # gpt-fast's way: shapes on the meta device, cast there (free), then memory allocated once, in `dtype`
+        # on `device`: a 7B model never exists in fp32 (27 GB) on the GPU.
         with torch.device("meta"):
-            model = Llama(ModelArgs(**SIZES[size], max_position_embeddings=4096))
+            model = Llama(ModelArgs(**SIZES[size], max_position_embeddings=4096)).to(dtype)
         model.to_empty(device=device)
         torch.manual_seed(0)
-        for name, p in model.named_parameters():
-            torch.nn.init.normal_(p, std=0.02) if p.dim() == 2 else torch.nn.init.ones_(p)
-        model.to(dtype)
-        from model import RotaryEmbedding
-        model.model.rotary_emb = RotaryEmbedding(model.args, device=device)
+        with torch.no_grad():
+            for p in model.parameters():
+                torch.nn.init.normal_(p, std=0.02) if p.dim() == 2 else torch.nn.init.ones_(p)
+        model.model.rotary_emb = RotaryEmbedding(model.args, device=device)  # inv_freq in fp32, not on meta
         return model
     from transformers import LlamaConfig, LlamaForCausalLM
     if ckpt:
@@ -85,8 +86,7 @@ def worker(a):
             lora.apply_lora(model, ("q_proj", "v_proj"), r=8, alpha=16)
             model.gradient_checkpointing = a.grad_checkpointing
             if a.compile:
-                for layer in model.model.layers:
-                    layer.compile()
+                model.compile_blocks()
             step_loss = lambda: model.loss(ids, labels)
         else:
             from peft import LoraConfig, get_peft_model

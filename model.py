@@ -220,20 +220,42 @@ class Llama(nn.Module):
         if args.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.gradient_checkpointing = False
+        self.compiled = False  # compile_blocks() was called
 
     def hidden(self, tokens, positions=None, mask=None, start=0):
         """The last block's output (B, T, hidden), before the final norm."""
         B, T = tokens.shape
-        if positions is None:
-            positions = torch.arange(start, start + T, device=tokens.device).expand(B, T)
+        if positions is None:  # every row at the same positions: cos/sin broadcast over the batch
+            positions = torch.arange(start, start + T, device=tokens.device)[None]
         x = self.model.embed_tokens(tokens)
+        if self.compiled and torch.is_grad_enabled():
+            x.requires_grad_()  # see compile_blocks
         cos, sin = self.model.rotary_emb(positions, x.dtype)
         for layer in self.model.layers:
+            if self.compiled:
+                mark_unbacked(x, 0)  # see compile_blocks
             if self.gradient_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, start, use_reentrant=False)
             else:
                 x = layer(x, cos, sin, mask, start)
         return x
+
+    def compile_blocks(self, **compile_kwargs):
+        """torch.compile each block in place (state-dict keys stay clean), so that a training run compiles two
+        graphs, one with grad and one without (validation), whatever the shapes of its batches. All blocks share
+        one code object and so one cache of graphs (8 by default); a graph is reused only if its guards hold:
+        - dynamic=True: the sequence and batch sizes are symbols from the first compile. (mark_dynamic would do
+          it per dimension but on every block input, a new tensor per block; automatic dynamic shapes would
+          first compile a static graph, then recompile when the length changes.)
+        - the batch size is marked unbacked: a backed size is specialised at 1, so a one-sample micro-batch
+          (an epoch's last) would compile a graph of its own;
+        - a frozen embedding (LoRA) gives block 0 an input without grad and the later blocks one with, one
+          graph each: with grad on, the embedding's output asks for grad too. That costs the unused gradient
+          of block 0's input (1/layers of the activation gradients) and changes no parameter's gradient."""
+        for layer in self.model.layers:
+            layer.compile(dynamic=True, **compile_kwargs)
+        self.compiled = True
+        return self
 
     def forward(self, tokens, *, positions=None, mask=None, start=0, last_only=False):
         """Logits (B, T, vocab) for tokens (B, T); last_only=True projects only the last position (decoding
@@ -321,6 +343,14 @@ class Llama(nn.Module):
 
     def num_params(self):
         return sum(p.numel() for p in self.parameters())
+
+
+def mark_unbacked(x, dim):
+    """torch._dynamo's mark_unbacked (a size that is never specialised to 0 or 1), where this torch has it."""
+    import torch._dynamo  # only a compiled model gets here; the import costs a second
+    mark = getattr(torch._dynamo.decorators, "mark_unbacked", None)
+    if mark is not None:
+        mark(x, dim)
 
 
 def _atomic_write(file, text):

@@ -76,7 +76,7 @@ class TrainConfig:
     grad_checkpointing: str = "auto"  # recompute activations in backward (less memory, slower); auto: if the plan needs it
     plan: bool = False  # print the memory plan and exit without reading weights (--model may be a config.json)
     memory_gb: float = 0.0  # GiB to plan for; 0 = the CUDA device's free memory (on CPU: the available RAM)
-    compile: bool = False  # torch.compile each block
+    compile: bool = False  # torch.compile each block (two graphs a run: training and validation)
     seed: int = 0  # LoRA init, data order, validation split
     save_every: int = 50  # optimizer steps between resumable checkpoints (and at every epoch end)
     resume: bool = False  # continue from <out>/checkpoint (the same configuration only)
@@ -340,7 +340,10 @@ def load_checkpoint(out, params, opt, sched):
         with torch.no_grad():
             for k, v in load_file(os.path.join(path, "trainable.safetensors")).items():
                 params[k].copy_(v)
-        state = torch.load(os.path.join(path, "state.pt"), weights_only=False)
+        # Rank 0 saved it from cuda:0: without map_location every rank would load it onto cuda:0. On the CPU,
+        # load_state_dict moves each optimizer state to its parameter's device (this rank's), and the RNG state
+        # must be a CPU tensor anyway.
+        state = torch.load(os.path.join(path, "state.pt"), map_location="cpu", weights_only=False)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
@@ -378,6 +381,32 @@ def batch_at(step, trn, per_step, seed=0):
     epoch, i = divmod(step, math.ceil(len(trn) / per_step))
     perm = torch.randperm(len(trn), generator=torch.Generator().manual_seed(seed + 1 + epoch)).tolist()
     return epoch, [trn[j] for j in perm[i * per_step:(i + 1) * per_step]]
+
+
+def even_split(xs, parts):
+    """xs in `parts` contiguous pieces whose sizes differ by at most one."""
+    return [xs[i * len(xs) // parts:(i + 1) * len(xs) // parts] for i in range(parts)]
+
+
+def rank_share(samples, rank, world, micro_batch):
+    """This rank's micro-batches of `samples` (a global batch, or the validation set). Ranks split samples, not
+    micro-batches: with more ranks than micro-batches none idles (a 4-sample batch on 4 ranks: one each). The
+    loss stays normalised by the answer tokens of all `samples`, so the sum over ranks is the one-process
+    gradient, however they are split. A rank's share is cut into as few micro-batches of <= micro_batch as
+    possible, of even sizes."""
+    mine = even_split(samples, world)[rank]
+    return even_split(mine, math.ceil(len(mine) / micro_batch)) if mine else []
+
+
+def all_reduce_sum(params, loss):
+    """Sum the gradients and the loss of every rank in one all-reduce of one flat fp32 buffer (not one call per
+    LoRA tensor: 128 for Llama-2-7B's q,v). A rank without samples adds zeros. Returns the summed loss."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.flatten().float() for g in grads] + [loss.reshape(1).float()])
+    dist.all_reduce(flat)
+    for p, g in zip(params, flat[:-1].split([p.numel() for p in params])):
+        p.grad = g.view_as(p).to(p.dtype)
+    return flat[-1]
 
 
 def n_answer_tokens(sample):
@@ -435,8 +464,7 @@ def train(cfg: TrainConfig):
     if main:
         print(f"grad checkpointing: {line}")
     if cfg.compile:
-        for layer in model.model.layers:
-            layer.compile()  # per block and in place: state-dict keys stay clean
+        model.compile_blocks()  # two graphs a run: with grad (training) and without (validation)
 
     samples, dropped = data.tokenize_records(tok, records, cfg.cutoff_len, template, cfg.truncation)
     if not samples:
@@ -480,8 +508,7 @@ def train(cfg: TrainConfig):
         loss = torch.zeros(2, device=device)  # summed loss, answer tokens
         model.eval()
         with torch.no_grad():
-            for i in range(rank * cfg.micro_batch, len(val), world * cfg.micro_batch):
-                chunk = val[i:i + cfg.micro_batch]
+            for chunk in rank_share(val, rank, world, cfg.micro_batch):
                 loss[0] += run_micro_batch(model, chunk, tok.pad_id, device, autocast, 0)
                 loss[1] += sum(n_answer_tokens(s) for s in chunk)
         model.train()
@@ -494,19 +521,14 @@ def train(cfg: TrainConfig):
     t0, tokens_seen = time.time(), 0
     while step < total:
         epoch, batch = batch_at(step, trn, per_step, cfg.seed)
-        chunks = [batch[k:k + cfg.micro_batch] for k in range(0, len(batch), cfg.micro_batch)]
         # Normalise by the answer tokens of the whole global batch: the sum of the micro-batch gradients is
         # then exactly the gradient of one big batch's mean loss, however the answers' lengths differ.
         n_tok = sum(n_answer_tokens(s) for s in batch)
         loss = torch.zeros((), device=device)
-        for chunk in chunks[rank::world]:
+        for chunk in rank_share(batch, rank, world, cfg.micro_batch):
             loss += run_micro_batch(model, chunk, tok.pad_id, device, autocast, n_tok)
         if world > 1:  # each rank holds the gradient of its share of the global batch: sum them
-            for p in params.values():
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                dist.all_reduce(p.grad)
-            dist.all_reduce(loss)
+            loss = all_reduce_sum(list(params.values()), loss)
         loss = loss.item() / max(n_tok, 1)
         if not math.isfinite(loss):
             kept = checkpoint_step(cfg.out)

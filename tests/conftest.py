@@ -67,5 +67,6 @@ def micro_world(tmp_path_factory):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: needs models/SmolLM2-135M-Instruct (tools/get_smollm2.py); "
-                                       "skipped without it; deselect with -m 'not slow'")
+    config.addinivalue_line("markers", "slow: over ~20 s: SmolLM2 (needs models/SmolLM2-135M-Instruct from "
+                                       "tools/get_smollm2.py, skipped without it), inductor compiling; deselect "
+                                       "with -m 'not slow'")

@@ -25,3 +25,32 @@ def test_lora_flops_formula():
     n = bench.matmul_params(c)
     assert 6.5e9 < n < 6.7e9  # Llama-2-7B: 6.74B parameters less the 131M-parameter input embedding
     assert bench.train_flops_per_token(c, 1024) == 4 * n + 12 * 32 * 1024 * 4096
+
+
+def test_random_init_allocates_the_model_once_in_its_own_dtype():
+    """bench.py --cuda builds Llama-2-7B's shape from random weights: on the meta device, then allocated in bf16
+    on the device. Recorded here on the CPU with the tiny shape: no tensor the size of a weight in fp32."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class Allocations(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.fp32 = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            self.fp32 += [t.numel() for t in tree_leaves(out) if isinstance(t, torch.Tensor)
+                          and t.device.type != "meta" and t.dtype == torch.float32]
+            return out
+
+    with Allocations() as seen:
+        model = bench.build("ours", "", "tiny", torch.device("cpu"), torch.bfloat16)
+    c = bench.SIZES["tiny"]
+    assert max(seen.fp32) == c["hidden_size"] // c["num_attention_heads"] // 2  # RoPE's inv_freq only
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert model.model.rotary_emb.inv_freq.dtype == torch.float32
+    assert all(p.device.type == "cpu" and p.abs().max() > 0 for p in model.parameters())
+    logits = model(torch.randint(0, c["vocab_size"], (2, 8)))
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
