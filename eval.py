@@ -20,7 +20,6 @@ same --batch-tokens: the same batches).
 """
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import os
 import string
@@ -32,6 +31,7 @@ from tqdm import tqdm
 
 import data
 import lora
+import plan
 import tinyworld
 from cli import check_limits, config_parser
 from model import CheckpointError, Llama, ModelArgs, generate, read_config, resolve_device, token_batches
@@ -284,9 +284,7 @@ def batch_budget(cfg, args, device, dtype):
     """KV-cache tokens one batch may fill: --batch-tokens, else the memory plan's on CUDA, else the default."""
     if cfg.batch_tokens:
         return cfg.batch_tokens
-    if device.type == "cuda" and importlib.util.find_spec("plan"):
-        # >>> the memory plan's one call site: plan.eval_token_budget(model args, GPU bytes, weight dtype) <<<
-        import plan
+    if device.type == "cuda":  # the whole card less the weights and the plan's reserve (plan.eval_bytes)
         return plan.eval_token_budget(args, torch.cuda.get_device_properties(device).total_memory, dtype)
     return DEFAULT_BATCH_TOKENS
 
@@ -297,12 +295,12 @@ def answer_all(cfg, name, prompts, keys, path, load_model, tok, eos_id, budget, 
     interruption loses one batch at most and a rerun with the same keys skips what is done. The model is
     loaded (load_model()) only if some prompt is left."""
     done = read_done(path, keys)
-    plan = token_batches([len(p[3]) for p in prompts], cfg.max_new_tokens, budget)
-    todo = [b for b in plan if any(keys[i] not in done for i in b)]
+    batches = token_batches([len(p[3]) for p in prompts], cfg.max_new_tokens, budget)
+    todo = [b for b in batches if any(keys[i] not in done for i in b)]
     if not todo:
         print(f"{path}: all {len(prompts)} prompts already answered; not recomputed")
     else:
-        print(f"{len(plan)} batches of at most {budget} KV-cache tokens (--batch-tokens), {len(todo)} to run"
+        print(f"{len(batches)} batches of at most {budget} KV-cache tokens (--batch-tokens), {len(todo)} to run"
               + (f"; {len(done)} of {len(prompts)} prompts already in {path}" if done else ""))
         model = load_model()
         with open(path, "a", encoding="utf-8") as f:

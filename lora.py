@@ -18,6 +18,7 @@ The frozen weight keeps the name `weight`, so `model.layers.0.self_attn.q_proj.w
 with or without LoRA, and base checkpoints load either way. Adapters are saved in PEFT's format
 (adapter_model.safetensors + adapter_config.json) so peft, vLLM and friends load them as they are.
 """
+import dataclasses
 import json
 import os
 
@@ -28,7 +29,8 @@ from safetensors.torch import save_file
 
 from model import open_safetensors, read_json
 
-SUPPORTED_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# lm_head is a target PEFT knows too; the tiny world needs it (see train.py's tiny preset), Llama-2 does not.
+SUPPORTED_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
 PEFT_PREFIX = "base_model.model."  # peft wraps the model as PeftModel(base_model=LoraModel(model=...))
 
 
@@ -103,6 +105,9 @@ def merge_lora(model):
         linear.weight = nn.Parameter(m.merged_weight().detach(), requires_grad=False)
         linear.bias = m.bias
         _set_module(model, name, linear)
+        if name == "lm_head" and getattr(getattr(model, "args", None), "tie_word_embeddings", False):
+            # the merged output layer is no longer the input embedding: untie it, or saving would drop it
+            model.args = dataclasses.replace(model.args, tie_word_embeddings=False)
     model.__dict__.pop("lora_config", None)
     return model
 

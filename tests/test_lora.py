@@ -172,7 +172,7 @@ def test_adapter_for_another_model_is_refused(hf_llama, tmp_path):
 
 @pytest.mark.parametrize("edit,field", [({"use_dora": True}, "use_dora"), ({"rank_pattern": {"q_proj": 4}}, "rank_pattern"),
                                          ({"target_modules": ".*q_proj"}, "target_modules"),
-                                         ({"target_modules": ["lm_head"]}, None)])
+                                         ({"target_modules": ["embed_tokens"]}, None)])
 def test_unsupported_adapter_config_is_refused(hf_llama, tmp_path, edit, field):
     path, _ = hf_llama()
     save_adapter(apply_lora(Llama.from_pretrained(path)), str(tmp_path / "a"))
@@ -180,7 +180,7 @@ def test_unsupported_adapter_config_is_refused(hf_llama, tmp_path, edit, field):
     cfg = json.load(open(file))
     cfg.update(edit)
     file.write_text(json.dumps(cfg))
-    match = f"{field}=.* is not supported" if field else "LoRA target 'lm_head' is not a Llama linear"
+    match = f"{field}=.* is not supported" if field else "LoRA target 'embed_tokens' is not a Llama linear"
     with pytest.raises(AdapterError, match=match):
         load_adapter(Llama.from_pretrained(path), str(tmp_path / "a"))
 

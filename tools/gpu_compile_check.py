@@ -77,7 +77,7 @@ def main():
     device, dtype, autocast, why = llama.resolve_device(a.device, a.dtype)
     if a.backed_batch:
         llama.mark_unbacked = lambda x, dim: None
-    import torch._dynamo
+    import torch._dynamo as dynamo
     from torch._dynamo.testing import CompileCounterWithBackend
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     print(f"{name}, torch {torch.__version__}, backend {a.backend}, size {a.size}; precision: {why}")

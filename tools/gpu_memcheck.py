@@ -159,7 +159,7 @@ def main(argv=None):
     for gb in (float(x) for x in a.memory_gb.split(",")):
         if device.type == "cuda":
             total = torch.cuda.get_device_properties(device).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, gb * GiB / total) if gb else 1.0, device)
+            torch.cuda.set_per_process_memory_fraction(min(1.0, gb * GiB / total) if gb else 1.0, torch.device(device).index or 0)
         memory = gb * GiB if gb else plan.available_memory(device)
         if lora_model:  # the eval batch runs on the plain model: LoRA layers are a training concern
             lora.merge_lora(model)
