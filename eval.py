@@ -11,6 +11,8 @@ its unknown question (answered by a sibling passage: the right reply is 'Not Pro
   last ANSWER: when the model revised itself.
 Both are always computed and printed; --scoring picks which leads the table. Strict metrics, the error
 breakdown, the stage-1 (Sufficient/Insufficient) view and instruction adherence come beside them.
+A trained run is rebuilt as its lineage.json records (lora.load_trained): stage 1 under a stage-2 adapter is
+a frozen fp32 branch, or merged into the weights if that run was trained with train.py --merge-stage1.
 """
 import dataclasses
 import json

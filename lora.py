@@ -14,7 +14,7 @@ A: r x in and B: out x r, r << in, so the layer computes
 - Stage 2 of US-Tuning trains a new LoRA on top of stage 1. By default the stage-1 adapter stays a frozen
   fp32 branch of the same LoRALinear (`freeze_lora`): y = x W^T + x dW1^T + x dW2^T. Merging it into bf16
   weights (`merge_lora`, what the authors did) rounds W + dW1 at W's scale, and a paper-length dW1 is below
-  half of bf16's spacing for most entries: they do not change at all (README, "Stage 1: branch or merge").
+  half of bf16's spacing for most entries: they do not change at all (README, "Stage 1 under stage 2").
 - Merging (W += alpha/r * B @ A, every branch) is an explicit call, done in fp32 and cast once: for export,
   or for `train.py --merge-stage1`.
 

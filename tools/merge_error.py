@@ -10,8 +10,10 @@ bf16(W + dW); an entry whose update is under half of bf16's spacing at |W| (2^-9
 - branch error: the same for the frozen fp32 branch when bf16 autocast rounds A and B at their own scale
   (the branch's tensors stay fp32; 0 in fp32 compute);
 - (a) only: the max |logit| difference on the tiny world's stage-1 prompts between the branch and the merged
-  model (bf16 weights under bf16 autocast, as on a GPU), and each against the fp32 reference (the bf16
-  weights read exactly in fp32 plus the fp32 adapter: the function stage 1 trained).
+  model (bf16 weights under bf16 autocast, as on a GPU); each against the fp32 reference (the bf16 weights
+  read exactly in fp32 plus the fp32 adapter), against the unmerged trainable adapter in the same precision
+  (what stage 1 computed while training on a GPU), and, with the same weights computed in fp32, against the
+  fp32 reference again (the error of the weights alone, without bf16's compute noise).
 """
 import os
 import sys
@@ -79,7 +81,9 @@ def tiny(cfg):
     rows = [r for r in data.build_benchmark(cfg.asqa) if r["split"] == "test"][:(cfg.prompts + 1) // 2]
     prompts = [data.encode_chat(tok, data.cognition_prompt(r[k + "_question"], r["context"]))[0]
                for r in rows for k in ("known", "unknown")][:cfg.prompts]
-    worst = dict.fromkeys(("branch-merged", "branch-ref", "merged-ref", "branch-ref32", "merged-ref32", "effect"), 0.0)
+    trained = load()  # the adapter unmerged and trainable: the function stage 1 computed while it trained
+    worst = dict.fromkeys(("branch-merged", "branch-ref", "merged-ref", "branch-ref32", "merged-ref32", "effect",
+                           "branch-trained", "merged-trained"), 0.0)
     agree = {"branch": 0, "merged": 0}
     with torch.no_grad():
         for ids in prompts:
@@ -87,16 +91,19 @@ def tiny(cfg):
             want = ref(x)
             worst["effect"] = max(worst["effect"], (want - base32(x)).abs().max().item())
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                got = {"branch": branch(x).float(), "merged": merged(x).float()}
+                got = {"branch": branch(x).float(), "merged": merged(x).float(), "trained": trained(x).float()}
             worst["branch-merged"] = max(worst["branch-merged"], (got["branch"] - got["merged"]).abs().max().item())
             for k, m32 in (("branch", branch32), ("merged", merged32)):
                 worst[f"{k}-ref"] = max(worst[f"{k}-ref"], (got[k] - want).abs().max().item())
+                worst[f"{k}-trained"] = max(worst[f"{k}-trained"], (got[k] - got["trained"]).abs().max().item())
                 worst[f"{k}-ref32"] = max(worst[f"{k}-ref32"], (m32(x) - want).abs().max().item())
                 agree[k] += got[k][0, -1].argmax().item() == want[0, -1].argmax().item()
     print(f"    max |logit difference| over {len(prompts)} stage-1 prompts (all positions; bf16 weights, bf16 "
           f"autocast): branch vs merged {worst['branch-merged']:.3f}; vs the fp32 reference: branch "
           f"{worst['branch-ref']:.3f}, merged {worst['merged-ref']:.3f}; next token as the reference's: branch "
           f"{agree['branch']}/{len(prompts)}, merged {agree['merged']}/{len(prompts)}")
+    print(f"    vs the unmerged trainable adapter in the same precision (the model as stage 1 trained it): branch "
+          f"{worst['branch-trained']:.4f}, merged {worst['merged-trained']:.3f}")
     print(f"    the same weights computed in fp32, vs the fp32 reference: branch {worst['branch-ref32']:.4f}, merged "
           f"{worst['merged-ref32']:.4f} (the adapter's own effect on them: {worst['effect']:.3f})")
 
