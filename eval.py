@@ -17,6 +17,9 @@ each batch's records are appended to out/eval/<model>.jsonl as it ends. Rerun th
 every prompt already answered (a prompt_key hashes the model's files, the decoding settings and the prompt),
 recomputes nothing for a finished model, and writes the files an uninterrupted run would have (given the
 same --batch-tokens: the same batches).
+
+A trained run is rebuilt as its lineage.json records (lora.load_trained): stage 1 under a stage-2 adapter is
+a frozen fp32 branch, or merged into the weights if that run was trained with train.py --merge-stage1.
 """
 import dataclasses
 import hashlib

@@ -11,8 +11,12 @@ A: r x in and B: out x r, r << in, so the layer computes
   learning rate tuned for one rank carries over. US-Tuning uses r=8, alpha=16 on q_proj and v_proj.
 - Only A and B train: for Llama-2-7B that is 4.2M parameters instead of 6.7B, and the optimizer state
   shrinks with them. A and B are kept in fp32 even when W is bf16, so small updates are not rounded away.
-- Merging (W += alpha/r * B @ A) is an explicit call, done in fp32 and cast once: stage 2 of US-Tuning
-  trains a new LoRA on the stage-1-merged model.
+- Stage 2 of US-Tuning trains a new LoRA on top of stage 1. By default the stage-1 adapter stays a frozen
+  fp32 branch of the same LoRALinear (`freeze_lora`): y = x W^T + x dW1^T + x dW2^T. Merging it into bf16
+  weights (`merge_lora`, what the authors did) rounds W + dW1 at W's scale, and a paper-length dW1 is below
+  half of bf16's spacing for most entries: they do not change at all (README, "Stage 1 under stage 2").
+- Merging (W += alpha/r * B @ A, every branch) is an explicit call, done in fp32 and cast once: for export,
+  or for `train.py --merge-stage1`.
 
 The frozen weight keeps the name `weight`, so `model.layers.0.self_attn.q_proj.weight` is the same key
 with or without LoRA, and base checkpoints load either way. Adapters are saved in PEFT's format
@@ -39,31 +43,69 @@ class AdapterError(ValueError):
 
 
 class LoRALinear(nn.Module):
+    """A frozen nn.Linear weight, one trainable LoRA (lora_A, lora_B; absent after freeze_adapter) and any
+    number of earlier adapters kept as fixed fp32 branches (non-persistent buffers frozen_A<i>, frozen_B<i>:
+    neither trained, nor saved with the adapter, nor part of the base checkpoint's keys)."""
+
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0):
         super().__init__()
         self.in_features, self.out_features = base.in_features, base.out_features
         self.weight = base.weight  # frozen, under the name it had
         self.weight.requires_grad_(False)
         self.bias = base.bias
+        self.frozen_scaling = []  # alpha/r of each frozen branch, in the order they were frozen
+        self.add_adapter(r, alpha, dropout)
+
+    def add_adapter(self, r, alpha, dropout=0.0):
         self.r, self.alpha, self.scaling = r, alpha, alpha / r
-        kw = dict(bias=False, device=base.weight.device, dtype=torch.float32)
+        kw = dict(bias=False, device=self.weight.device, dtype=torch.float32)
         self.lora_A = nn.Linear(self.in_features, r, **kw)  # its weight: r x in, kaiming-uniform(a=sqrt(5))
         self.lora_B = nn.Linear(r, self.out_features, **kw)
         nn.init.zeros_(self.lora_B.weight)
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
+    def freeze_adapter(self):
+        """The trainable adapter becomes a fixed fp32 branch: its effect is kept exactly, W is not touched."""
+        i = len(self.frozen_scaling)
+        self.register_buffer(f"frozen_A{i}", self.lora_A.weight.detach().float(), persistent=False)
+        self.register_buffer(f"frozen_B{i}", self.lora_B.weight.detach().float(), persistent=False)
+        self.frozen_scaling.append(self.scaling)
+        self.lora_A = self.lora_B = None
+        self.lora_dropout = nn.Identity()
+
+    def frozen(self):
+        """(A, B, scaling) of every frozen branch, in the order they were frozen."""
+        return [(getattr(self, f"frozen_A{i}"), getattr(self, f"frozen_B{i}"), s)
+                for i, s in enumerate(self.frozen_scaling)]
+
+    def branches(self):
+        """The frozen branches, then the trainable adapter (if any)."""
+        trainable = [(self.lora_A.weight, self.lora_B.weight, self.scaling)] if self.lora_A is not None else []
+        return self.frozen() + trainable
+
     def forward(self, x):
         y = F.linear(x, self.weight, self.bias)
-        a = self.lora_dropout(x).to(self.lora_A.weight.dtype)  # fp32 path (autocast may still run it in bf16)
-        return y + (self.lora_B(self.lora_A(a)) * self.scaling).to(y.dtype)
+        # frozen branches: fp32 tensors at their own scale (autocast may run the matmuls in bf16), no dropout
+        delta = sum(F.linear(F.linear(x.float(), a), b) * s for a, b, s in self.frozen())
+        if self.lora_A is not None:
+            a = self.lora_dropout(x).to(self.lora_A.weight.dtype)  # fp32 path (autocast may still run it in bf16)
+            delta = delta + self.lora_B(self.lora_A(a)) * self.scaling
+        return y + delta.to(y.dtype)
 
     def merged_weight(self):
-        delta = self.lora_B.weight.float() @ self.lora_A.weight.float()
-        return (self.weight.float() + self.scaling * delta).to(self.weight.dtype)
+        """W + the sum of every branch's alpha/r * B @ A, computed in fp32 and cast once to W's dtype."""
+        w = self.weight.float()
+        for a, b, s in self.branches():
+            w = w + s * (b.float() @ a.float())
+        return w.to(self.weight.dtype)
 
 
 def lora_modules(model):
     return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def trainable_lora_modules(model):
+    return {name: m for name, m in lora_modules(model).items() if m.lora_A is not None}
 
 
 def lora_state_dict(model):
@@ -86,20 +128,36 @@ def apply_lora(model, targets=("q_proj", "v_proj"), r=8, alpha=16, dropout=0.0):
     bad = [t for t in targets if t not in SUPPORTED_TARGETS]
     if bad:
         raise AdapterError(f"LoRA target {bad[0]!r} is not a Llama linear; choose from {', '.join(SUPPORTED_TARGETS)}")
-    if lora_modules(model):
-        raise AdapterError("the model already has LoRA layers; merge_lora(model) first to stack a new adapter")
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.rpartition(".")[2] in targets]
+    if trainable_lora_modules(model):
+        raise AdapterError("the model already has a trainable LoRA; freeze_lora(model) or merge_lora(model) first "
+                           "to stack a new adapter")
+    names = [n for n, m in model.named_modules()
+             if isinstance(m, (nn.Linear, LoRALinear)) and n.rpartition(".")[2] in targets]
     if not names:
         raise AdapterError(f"no linear layer named {targets} in the model")
     for name in names:
-        _set_module(model, name, LoRALinear(model.get_submodule(name), r, alpha, dropout))
+        m = model.get_submodule(name)
+        if isinstance(m, LoRALinear):  # it carries frozen branches: the new adapter goes beside them
+            m.add_adapter(r, alpha, dropout)
+        else:
+            _set_module(model, name, LoRALinear(m, r, alpha, dropout))
     mark_only_lora_as_trainable(model)
     model.lora_config = dict(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=sorted(targets))
     return model
 
 
+def freeze_lora(model):
+    """Keep the trainable adapter as a fixed fp32 branch of each layer (no rounding into W), ready for a new one."""
+    for m in trainable_lora_modules(model).values():
+        m.freeze_adapter()
+    model.__dict__.pop("lora_config", None)
+    return model
+
+
 def merge_lora(model):
-    """W += alpha/r * B @ A in fp32, cast once to W's dtype; LoRALinears become plain nn.Linears again."""
+    """W += alpha/r * B @ A of every adapter (frozen branches and the trainable one) in fp32, cast once to W's
+    dtype; LoRALinears become plain nn.Linears again. Exact in fp32 weights; in bf16 weights it rounds a small
+    update away (README), so stacking uses freeze_lora unless asked (--merge-stage1)."""
     for name, m in lora_modules(model).items():
         linear = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, device="meta")
         linear.weight = nn.Parameter(m.merged_weight().detach(), requires_grad=False)
@@ -116,8 +174,8 @@ def merge_lora(model):
 
 def save_adapter(model, path, base_model_name_or_path=None):
     """adapter_model.safetensors (LoRA tensors only, peft's key names) + adapter_config.json (r, alpha, ...)."""
-    if not lora_modules(model):
-        raise AdapterError("the model has no LoRA layers to save; call apply_lora first")
+    if not trainable_lora_modules(model):
+        raise AdapterError("the model has no trainable LoRA layers to save; call apply_lora first")
     os.makedirs(path, exist_ok=True)
     tensors = {PEFT_PREFIX + k: v.detach().contiguous() for k, v in lora_state_dict(model).items()}
     tmp = os.path.join(path, "adapter_model.safetensors.tmp")
@@ -163,7 +221,7 @@ def load_adapter(model, path):
     cfg = read_adapter_config(path)
     wanted = dict(r=cfg["r"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg.get("lora_dropout", 0.0),
                   target_modules=sorted(cfg["target_modules"]))
-    if not lora_modules(model):
+    if not trainable_lora_modules(model):
         apply_lora(model, wanted["target_modules"], wanted["r"], wanted["lora_alpha"], wanted["lora_dropout"])
     elif model.lora_config != wanted:
         raise AdapterError(f"{path}: adapter config {wanted} differs from the model's LoRA {model.lora_config}")
@@ -200,25 +258,30 @@ def num_trainable(model):
 
 # ---- lineage: which base and which merged adapters a trained directory stands on ----
 
-def write_lineage(path, base, merged=()):
-    """lineage.json beside an adapter: its base checkpoint and the adapters merged into it first (in order),
+def write_lineage(path, base, merged=(), merge=False):
+    """lineage.json beside an adapter: its base checkpoint and the earlier adapters it was trained on top of (in
+    order; the key keeps its first name, "merged"), and how they were stacked: "merge": false for frozen fp32
+    branches (train.py's default), true for merged into the weights in their dtype (--merge-stage1). Paths are
     stored relative to `path` so a whole out/ tree can be moved."""
     rel = lambda p: os.path.relpath(os.path.abspath(p), os.path.abspath(path))
     with open(os.path.join(path, "lineage.json"), "w") as f:
-        json.dump({"base": rel(base), "merged": [rel(m) for m in merged]}, f, indent=2)
+        json.dump({"base": rel(base), "merged": [rel(m) for m in merged], "merge": bool(merge)}, f, indent=2)
 
 
 def read_lineage(path):
-    """{"base", "merged", "adapter"} with absolute paths; a directory without lineage.json is a plain base."""
+    """{"base", "merged", "merge", "adapter"} with absolute paths; a directory without lineage.json is a plain
+    base. A lineage.json without "merge" predates the frozen branch: its earlier adapters were merged."""
     file = os.path.join(path, "lineage.json")
     if not os.path.isfile(file):
-        return {"base": path, "merged": [], "adapter": False}
+        return {"base": path, "merged": [], "merge": False, "adapter": False}
     lin = read_json(file, AdapterError, '{"base": DIR, "merged": [DIR, ...]} as train.py writes it')
     if not (isinstance(lin, dict) and isinstance(lin.get("base"), str) and isinstance(lin.get("merged"), list)
-            and all(isinstance(m, str) for m in lin["merged"])):
-        raise AdapterError(f'{file}: expected {{"base": DIR, "merged": [DIR, ...]}}; rerun the training that wrote it')
+            and all(isinstance(m, str) for m in lin["merged"]) and isinstance(lin.get("merge", True), bool)):
+        raise AdapterError(f'{file}: expected {{"base": DIR, "merged": [DIR, ...], "merge": true|false}}; rerun the '
+                           "training that wrote it")
     resolve = lambda p: os.path.normpath(os.path.join(path, p))
-    return {"base": resolve(lin["base"]), "merged": [resolve(m) for m in lin["merged"]], "adapter": True}
+    return {"base": resolve(lin["base"]), "merged": [resolve(m) for m in lin["merged"]],
+            "merge": lin.get("merge", True), "adapter": True}
 
 
 def require_base(path, base, flag):
@@ -234,14 +297,23 @@ def require_base(path, base, flag):
     return lin
 
 
+def stack_adapters(model, adapters, merge=False):
+    """Put trained adapters under the next one, in order: each is loaded, then kept as a frozen fp32 branch
+    (merge=False) or merged into the weights in their dtype (merge=True, the authors' stage 1 -> stage 2)."""
+    for adapter in adapters:
+        load_adapter(model, adapter)
+        merge_lora(model) if merge else freeze_lora(model)
+    return model
+
+
 def load_trained(path, load_base, merge_first=True):
-    """Rebuild exactly the model a training run produced: base -> each earlier adapter loaded and merged ->
-    this directory's adapter. `load_base(dir)` returns the base nn.Module. merge_first=False skips the
-    merges (the authors' Llama-2 serving quirk: a stage-2 adapter on the plain base)."""
+    """Rebuild exactly the model a training run produced: base -> each earlier adapter stacked as the run
+    recorded (frozen branch or merged) -> this directory's adapter. `load_base(dir)` returns the base
+    nn.Module. merge_first=False leaves the earlier adapters out (the authors' Llama-2 serving quirk: a
+    stage-2 adapter on the plain base)."""
     lin = read_lineage(path)
     model = load_base(lin["base"])
-    for adapter in lin["merged"] if merge_first else ():
-        merge_lora(load_adapter(model, adapter))
+    stack_adapters(model, lin["merged"] if merge_first else (), lin["merge"])
     if lin["adapter"]:
         load_adapter(model, path)
     return model, lin

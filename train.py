@@ -2,7 +2,7 @@
 
     python train.py --stage 1                          # Cognition Assessment LoRA on the shipped tiny/base -> out/stage1
     python train.py --stage 0                          # rebuild tiny/base: tokenizer + small Llama from scratch
-    python train.py --stage 2 --init out/stage1        # merge stage 1, new LoRA on causal instructions -> out/stage2
+    python train.py --stage 2 --init out/stage1        # stage 1 frozen, new LoRA on causal instructions -> out/stage2
     python train.py --stage 2                          # ablation "stage 2 only" -> out/stage2_only
     python train.py --stage 2 --data qa [--init out/stage1]   # ablations "QA only" / "stage 1 -> QA"
     python train.py --stage 1 --model Llama-2-7b-chat-hf --asqa ASQA.json   # the paper's run (bf16, CUDA)
@@ -41,7 +41,8 @@ from model import CheckpointError, Llama, ModelArgs, read_json, resolve_device
 class TrainConfig:
     stage: int = 1  # 1: uncertainty recognition (cognition), 2: causal instructions, 0: the tiny base
     model: str = ""  # base checkpoint (HF layout); default tiny/base, the tiny world's shipped base
-    init: str = ""  # stage 2: a trained directory whose adapter is merged into the base first
+    init: str = ""  # stage 2: a trained directory whose adapter (and those under it) the new LoRA is stacked on
+    merge_stage1: bool = False  # merge --init's adapters into the weights as the authors did (bf16 rounds most away); default: frozen fp32 branches
     data: str = ""  # cognition | instructions | qa; default by stage (1: cognition, 2: instructions)
     asqa: str = ""  # ASQA.json (stage 1); default data/tiny/ASQA.json
     hotpot: str = ""  # hotpot_train_v1.1.json (stage 2, qa); default data/tiny/...
@@ -179,6 +180,8 @@ def parse_config(argv=None) -> TrainConfig:
     if (cfg.stage == 0) != (cfg.data == "base"):
         ap.error(f"--stage {cfg.stage} cannot train on --data {cfg.data}: stage 0 trains the base on --data base, "
                  "stages 1-2 an adapter on cognition, instructions or qa")
+    if cfg.merge_stage1 and not cfg.init:
+        ap.error("--merge-stage1 merges the adapters of --init; give --init DIR (e.g. out/stage1) or leave it out")
     if not cfg.epochs and not cfg.max_steps:
         ap.error("--epochs 0 and --max-steps 0 leave nothing to train; give one of them")
     if cfg.stage == 0 and cfg.hidden_size % cfg.num_heads:
@@ -448,11 +451,13 @@ def train(cfg: TrainConfig):
             raise TrainError(f"{base_dir}: missing; it ships with the repository (git checkout {base_dir}); "
                              "`python train.py --stage 0` rebuilds it")
         load_base = lambda p: Llama.from_pretrained(p, device=device, dtype=dtype)
-        if cfg.init:
-            lora.require_base(cfg.init, cfg.model, "--init")
-            model, lin = lora.load_trained(cfg.init, load_base)
-            lora.merge_lora(model)  # the init run's own adapter, now part of the base
-            base_dir, merged = lin["base"], lin["merged"] + ([cfg.init] if lin["adapter"] else [])
+        if cfg.init:  # the init run's adapters (stage 1) under the new LoRA: frozen fp32 branches or merged
+            lin = lora.require_base(cfg.init, cfg.model, "--init")
+            base_dir, merged = lin["base"], lin["merged"] + [cfg.init]
+            model = lora.stack_adapters(load_base(base_dir), merged, merge=cfg.merge_stage1)
+            if main:
+                how = f"merged into the {dtype} weights (--merge-stage1)" if cfg.merge_stage1 else "frozen fp32 branches"
+                print(f"{', '.join(merged)}: {how}")
         else:
             model = load_base(base_dir)
         tok, template = data.Tokenizer(base_dir), data.chat_template(base_dir, cfg.template)
@@ -564,7 +569,7 @@ def train(cfg: TrainConfig):
             model.save_pretrained(cfg.out)
         else:
             lora.save_adapter(model, cfg.out, base_model_name_or_path=os.path.abspath(base_dir))
-            lora.write_lineage(cfg.out, base_dir, merged)
+            lora.write_lineage(cfg.out, base_dir, merged, merge=cfg.merge_stage1)
         print(f"saved {cfg.out}")
     if world > 1:
         dist.barrier()

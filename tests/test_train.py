@@ -43,12 +43,12 @@ def test_stage1_loss_goes_down_and_only_lora_weights_change(micro_world, tmp_pat
     assert json.load(open(os.path.join(out, "lineage.json")))["merged"] == []
 
 
-def test_stage2_starts_from_base_plus_merged_stage1_delta(micro_world, tmp_path):
+def test_merge_stage1_starts_stage2_from_base_plus_merged_stage1_delta(micro_world, tmp_path):
     w = micro_world
     s1, s2 = str(tmp_path / "s1"), str(tmp_path / "s2")
     train.main(stage1_args(w, s1, "--max-steps", "3"))
     model = train.train(train.parse_config(["--stage", "2", "--init", s1, "--model", w["base"], "--hotpot", w["hotpot"],
-                                            "--out", s2, "--preset", "micro", "--max-steps", "1"]))
+                                            "--out", s2, "--preset", "micro", "--max-steps", "1", "--merge-stage1"]))
     base = Llama.from_pretrained(w["base"])
     a1 = load_file(os.path.join(s1, "adapter_model.safetensors"))
     key = "base_model.model.model.layers.0.self_attn.q_proj."
