@@ -35,6 +35,18 @@ class DataError(ValueError):
     """Input we cannot use; the message names the file, the field and the fix (scripts print one line)."""
 
 
+def _json_file(file):
+    """A model directory's JSON file (config.json, tokenizer_config.json...), or one line naming it."""
+    try:
+        with open(file, encoding="utf-8") as f:
+            conf = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{file}: not valid JSON ({e}); the model directory's files are damaged") from None
+    if not isinstance(conf, dict):
+        raise DataError(f"{file}: expected a JSON object, found {type(conf).__name__}")
+    return conf
+
+
 # ---- the authors' prompt texts, copied exactly ----
 
 TASK_COGNITION = (
@@ -142,9 +154,8 @@ class Tokenizer:
                             "that ships with the model (or that `python train.py --stage 0` writes)")
         config = os.path.join(directory, "config.json")
         if os.path.isdir(path) and os.path.isfile(config):
-            with open(config) as f:
-                vocab = json.load(f).get("vocab_size")
-            if vocab is not None:
+            vocab = _json_file(config).get("vocab_size")
+            if isinstance(vocab, int) and vocab > 0:  # a bad value is the model loader's to report
                 self.check_vocab(vocab)
 
     def _special_ids(self, directory):
@@ -154,8 +165,7 @@ class Tokenizer:
         for name in ("config.json", "generation_config.json", "tokenizer_config.json"):
             file = os.path.join(directory, name)
             if os.path.isfile(file):
-                with open(file) as f:
-                    conf = json.load(f)
+                conf = _json_file(file)
                 for kind in ("bos", "eos", "pad"):
                     v = conf.get(f"{kind}_token_id")
                     token = conf.get(f"{kind}_token")
@@ -252,8 +262,7 @@ def read_chat_template(model_dir) -> str:
     file = os.path.join(model_dir, "tokenizer_config.json")
     if not os.path.isfile(file):
         return ""
-    with open(file) as f:
-        template = json.load(f).get("chat_template") or ""
+    template = _json_file(file).get("chat_template") or ""
     if isinstance(template, list):  # [{"name": "default", "template": ...}, ...]
         template = next((t["template"] for t in template if t.get("name") == "default"), "")
     return template

@@ -169,8 +169,8 @@ def test_default_stage2_keeps_stage1_as_a_branch_and_eval_and_a_later_init_rebui
     assert lin["merge"] is False and lin["merged"] == [os.path.normpath(stage1_run)]
     tokens = torch.randint(0, 300, (1, 12))
     cfg = ev.parse_config(["--dtype", "float32"])
-    rebuilt, base, tuned = ev.load(cfg, s2, torch.device("cpu"), torch.float32)
-    assert base == os.path.normpath(w["base"]) and tuned
+    rebuilt = ev.load(cfg, s2, torch.device("cpu"), torch.float32)
+    assert lin["base"] == os.path.normpath(w["base"]) and lin["adapter"]
     assert rebuilt.model.layers[0].self_attn.q_proj.frozen_scaling  # eval rebuilt the branch, as trained
     with torch.no_grad():
         assert torch.equal(rebuilt(tokens), model(tokens))
