@@ -57,10 +57,11 @@ def test_only_lora_parameters_train_and_stay_fp32_on_a_bf16_base(hf_llama):
     assert "model.layers.0.self_attn.q_proj.weight" in model.state_dict()
 
 
-@pytest.mark.parametrize("targets", [TARGETS, ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                               "down_proj")])
-def test_logits_and_lora_gradients_match_peft(hf_llama, targets):
-    path, hf = hf_llama(num_key_value_heads=2)
+@pytest.mark.parametrize("targets,tied", [(TARGETS, False), (("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                                "up_proj", "down_proj"), False),
+                                          (("q_proj", "v_proj", "lm_head"), False), (("q_proj", "v_proj", "lm_head"), True)])
+def test_logits_and_lora_gradients_match_peft(hf_llama, targets, tied):
+    path, hf = hf_llama(num_key_value_heads=2, tie_word_embeddings=tied)
     ours = apply_lora(Llama.from_pretrained(path), targets=targets)
     randomize_lora(ours)
     peft = peft_model(hf, targets)
@@ -97,6 +98,29 @@ def test_our_adapter_loads_in_peft_with_the_same_logits(hf_llama, tmp_path):
     tokens = torch.randint(0, 128, (2, 20))
     with torch.no_grad():
         assert (ours(tokens) - peft(input_ids=tokens).logits).abs().max().item() <= 1e-4
+
+
+def test_lm_head_adapter_on_a_tied_model_loads_in_peft_and_merges_into_an_untied_checkpoint(hf_llama, tmp_path):
+    """The tiny world's LoRA includes lm_head, whose weight is the input embedding (tied): the adapter must
+    touch only the output side, load in peft as it is, and a merge must untie rather than change the inputs."""
+    from peft import PeftModel
+    path, hf = hf_llama(tie_word_embeddings=True)
+    ours = apply_lora(Llama.from_pretrained(path), targets=("q_proj", "v_proj", "lm_head"))
+    randomize_lora(ours)
+    embed_before = ours.model.embed_tokens.weight.clone()
+    save_adapter(ours, str(tmp_path / "a"), base_model_name_or_path=path)
+    tokens = torch.randint(0, 128, (2, 20))
+    with torch.no_grad():
+        expected = ours(tokens)
+        peft = PeftModel.from_pretrained(hf, str(tmp_path / "a")).eval()
+        assert (expected - peft(input_ids=tokens).logits).abs().max().item() <= 1e-4
+        merged = merge_lora(ours)
+        assert torch.equal(merged.model.embed_tokens.weight, embed_before)  # the inputs are untouched
+        assert not merged.args.tie_word_embeddings
+        merged.save_pretrained(str(tmp_path / "m"))
+        again = Llama.from_pretrained(str(tmp_path / "m"))
+        assert json.load(open(tmp_path / "m" / "config.json"))["tie_word_embeddings"] is False
+        assert (again(tokens) - expected).abs().max().item() <= 1e-4
 
 
 def test_peft_adapter_loads_in_ours(hf_llama, tmp_path):
