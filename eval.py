@@ -170,7 +170,8 @@ def prompt_id(task, rid, kind):
 
 def fit(tok, template, user, context, room, system=None):
     """The prompt's token ids and its length before a cut (None when it fits in `room` tokens). A longer
-    prompt loses the end of its context, as training cuts it (data.tokenize_records); one still too long
+    prompt loses the end of its context (data.tokenize_records' plain cut: eval keeps no record of which
+    paragraphs are evidence, unlike training's default --truncation evidence); one still too long
     with no context at all (a model with very few positions) keeps its last `room` tokens, where the
     question and the opening for the answer are."""
     ids = data.encode_chat(tok, user, template=template, system=system)[0]
@@ -211,7 +212,7 @@ def model_files(dirs):
         files = {}
         for f in sorted(os.listdir(d)):
             p = os.path.join(d, f)
-            if not (f.endswith(".safetensors") or f in ("config.json", "adapter_config.json",
+            if not (f.endswith(".safetensors") or f in ("config.json", "adapter_config.json", "lineage.json",
                                                         "model.safetensors.index.json")) or not os.path.isfile(p):
                 continue
             st = os.stat(p)
@@ -267,10 +268,10 @@ def read_done(path, keys):
     for line in lines:
         try:
             rec = json.loads(line.decode("utf-8"))
-            key = rec["prompt_key"]
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError):
             broken += 1
             continue
+        key = rec.get("prompt_key") if isinstance(rec, dict) else None  # None: an eval from before prompt keys
         if key in wanted and key not in done:
             done[key] = rec
         else:
@@ -442,8 +443,8 @@ def run(cfg: EvalConfig):
         cut = sum(p[5] is not None for p in prompts)
         if cut:
             print(f"{cut} of {len(prompts)} prompts cut to {room} tokens (the model's {args.max_position_embeddings} "
-                  f"positions less --max-new-tokens {cfg.max_new_tokens}): their contexts lose their ends, as "
-                  "training cuts them; their records say cut_from / cut_to, results cut_prompts")
+                  f"positions less --max-new-tokens {cfg.max_new_tokens}): their contexts lose their ends (as "
+                  "--truncation paper cuts in training); their records say cut_from / cut_to, results cut_prompts")
         eos_id = template.stop_id(tok)
         settings = dict(files=model_files(dirs), max_new_tokens=cfg.max_new_tokens, eos_id=eos_id,
                         device=device.type, dtype=str(dtype), autocast=autocast)

@@ -189,6 +189,8 @@ def estimate(args: ModelArgs, s: Settings) -> Plan:
                "down_proj": (args.intermediate_size, h)}
     n = n_params(args)
     lora = 0 if s.full else L * sum(s.lora_r * (i + o) for name, (i, o) in linears.items() if name in s.lora_targets)
+    head_lora = not s.full and "lm_head" in s.lora_targets  # the tiny preset's: one more LoRA, on the output layer
+    lora += s.lora_r * (h + V) if head_lora else 0
     trained, tbytes = (n, w) if s.full else (lora, 4)  # LoRA A and B are fp32 (lora.py)
 
     def per_block(first):  # (bytes per token, bytes per block) of one block's saved tensors
@@ -196,12 +198,15 @@ def estimate(args: ModelArgs, s: Settings) -> Plan:
         return sum(t for t, _ in saved.values()), sum(b for _, b in saved.values()), saved.get("block.in", (0, 0))[0]
 
     (tok0, const0, _), (tok1, const1, own_input) = per_block(True), per_block(False)
-    # cos and sin, (B, 1, T, head_dim) each in the stream's dtype, saved by every block's RoPE: one pair.
-    rope = 2 * T * args.head_dim * stream
+    # cos and sin, (1, 1, T, head_dim) each in the stream's dtype (positions broadcast over the batch), saved by
+    # every block's RoPE: one pair.
+    rope = 2 * s.cutoff_len * args.head_dim * stream
     # model.Llama.loss: x[keep] saves the boolean mask; the final norm saves xf (fp32) of the answer positions;
     # lm_head keeps only its weight (or, over fp32 weights under autocast, its bf16 copy); F.cross_entropy
     # saves the fp32 log-softmax, answer tokens x vocab.
     loss_saved = T + n_ans * (4 * h + 4 + 4 * V + 8)
+    if head_lora:  # LoRALinear on lm_head: its input in the autocast dtype and A's output (answer positions only)
+        loss_saved += n_ans * (stream * h + stream * s.lora_r)
     if s.full:  # stage 0 trains the final norm, lm_head (their inputs: normalised, and its bf16 cast under
         # autocast over fp32) and the embedding (its int64 token ids)
         loss_saved += n_ans * h * (stream + (2 if s.autocast and stream != 2 else 0)) + 8 * T

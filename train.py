@@ -254,15 +254,23 @@ def new_base_model(cfg, tok):
     return model
 
 
-def memory_plan(cfg, args, device, dtype, autocast):
-    """(plan.Settings of this run, bytes to plan for): --memory-gb, else what the device has free."""
+def memory_plan(cfg, args, device, dtype, autocast, memory=None):
+    """(plan.Settings of this run, bytes to plan for): --memory-gb, else what the device has free. A run measures
+    `memory` before it loads any weight (the plan counts the weights itself) and passes it in."""
     s = plan.Settings(micro_batch=cfg.micro_batch, cutoff_len=cfg.cutoff_len, autocast=autocast, lora_r=cfg.lora_r,
                       weight_dtype=torch.float32 if cfg.stage == 0 else dtype, device=device.type,
                       lora_targets=() if cfg.stage == 0 else tuple(cfg.lora_targets.split(",")),
                       answer_tokens=plan.answer_tokens_bound(cfg.data, cfg.micro_batch, cfg.cutoff_len))
-    if not cfg.memory_gb and device.type == "cuda" and not torch.cuda.is_available():
+    return s, memory if memory is not None else memory_to_plan(cfg, device)
+
+
+def memory_to_plan(cfg, device):
+    """--memory-gb in bytes, else the device's free memory now (call it before loading the model)."""
+    if cfg.memory_gb:
+        return cfg.memory_gb * plan.GiB
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise TrainError(f"--device {cfg.device}: no GPU visible to measure its free memory; give --memory-gb")
-    return s, cfg.memory_gb * plan.GiB if cfg.memory_gb else plan.available_memory(device)
+    return plan.available_memory(device)
 
 
 def print_plan(cfg):
@@ -367,6 +375,9 @@ def check_resume(cfg):
     if not os.path.isfile(file):
         return
     recorded, now = read_json(file, TrainError, "the train_config.json train.py writes"), dataclasses.asdict(cfg)
+    # a run from before these fields computed what their old behaviour computes: --init merged, contexts cut at the end
+    recorded.setdefault("merge_stage1", bool(recorded.get("init")))
+    recorded.setdefault("truncation", "paper" if recorded.get("data") in ("instructions", "qa") else cfg.truncation)
     changed = [f"--{k.replace('_', '-')} {recorded[k]!r} -> {v!r}" for k, v in now.items()
                if k not in RESUMABLE and k in recorded and recorded[k] != v]
     if changed:
@@ -443,6 +454,7 @@ def train(cfg: TrainConfig):
     if cfg.resume:
         check_resume(cfg)
     records = build_records(cfg)
+    memory = memory_to_plan(cfg, device)  # before any weight is on the device: the plan counts the weights
     base_dir, merged = cfg.model, []
     if cfg.stage == 0:  # full-parameter training from scratch, fp32 master weights
         tok = train_tokenizer(cfg, records, cfg.out) if main else None
@@ -458,6 +470,10 @@ def train(cfg: TrainConfig):
         load_base = lambda p: Llama.from_pretrained(p, device=device, dtype=dtype)
         if cfg.init:  # the init run's adapters (stage 1) under the new LoRA: frozen fp32 branches or merged
             lin = lora.require_base(cfg.init, cfg.model, "--init")
+            if lin["merged"] and lin["merge"] != cfg.merge_stage1:  # one stack, one way: as the init run trained
+                raise TrainError(f"{cfg.init}: trained on its earlier adapters "
+                                 + ("merged into the weights; pass --merge-stage1" if lin["merge"] else
+                                    "as frozen fp32 branches; drop --merge-stage1"))
             base_dir, merged = lin["base"], lin["merged"] + [cfg.init]
             model = lora.stack_adapters(load_base(base_dir), merged, merge=cfg.merge_stage1)
             if main:
@@ -470,7 +486,7 @@ def train(cfg: TrainConfig):
         torch.manual_seed(cfg.seed)
         lora.apply_lora(model, cfg.lora_targets.split(","), cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     model.gradient_checkpointing, line = plan.choose_checkpointing(
-        model.args, *memory_plan(cfg, model.args, device, dtype, autocast), cfg.grad_checkpointing)
+        model.args, *memory_plan(cfg, model.args, device, dtype, autocast, memory), cfg.grad_checkpointing)
     if main:
         print(f"grad checkpointing: {line}")
     if cfg.compile:

@@ -333,6 +333,22 @@ def test_resume_refuses_changed_settings_but_not_harmless_ones(micro_world, tmp_
     assert steps(out) == [1, 2, 3]
 
 
+def test_resume_of_a_run_recorded_before_the_stage1_branch_keeps_its_merge(micro_world, run1, tmp_path):
+    """A train_config.json without merge_stage1 was written when --init always merged: resuming it on frozen
+    branches would continue on another model, so the old behaviour must be asked for."""
+    w, out = micro_world, str(tmp_path / "old")
+    args = ["--stage", "2", "--init", run1, "--model", w["base"], "--hotpot", w["hotpot"], "--out", out,
+            "--preset", "micro", "--max-steps", "4"]
+    train.main(args + ["--stop-after", "1", "--save-every", "1", "--merge-stage1", "--truncation", "paper"])
+    file = os.path.join(out, "train_config.json")
+    recorded = json.load(open(file))
+    del recorded["merge_stage1"], recorded["truncation"]
+    open(file, "w").write(json.dumps(recorded))
+    msg = error_of(train.main, args + ["--resume"])
+    assert "--merge-stage1 True -> False" in msg and "--truncation 'paper' -> 'evidence'" in msg
+    train.main(args + ["--resume", "--merge-stage1", "--truncation", "paper"])
+
+
 # ---- class 4: a recorded lineage never silently beats the user's arguments ----
 
 def test_init_and_adapter_trained_on_another_base_are_refused(micro_world, run1, tmp_path):

