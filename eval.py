@@ -259,7 +259,8 @@ def record(name, prompt, key, output, hit_limit):
 def read_done(path, keys):
     """{key: stored record} of this run's prompts that `path` (a <model>.jsonl) already answers. A line cut
     off by an interrupted write, or one of another model, settings or prompt (its key is none of `keys`),
-    is dropped and the file rewritten without it, so that appending can go on."""
+    is dropped and the file rewritten without it, so that appending can go on; the file as it was is kept
+    as <path>.old."""
     if not os.path.exists(path):
         return {}
     with open(path, "rb") as f:
@@ -279,7 +280,8 @@ def read_done(path, keys):
     if broken or stale:
         why = [f"{broken} unreadable line(s) (a write cut off by an interruption)"] * bool(broken) + \
               [f"{stale} line(s) of another model, settings or prompt"] * bool(stale)
-        print(f"{path}: dropping {' and '.join(why)}; their prompts run again")
+        print(f"{path}: dropping {' and '.join(why)}; their prompts run again (the file as it was: {path}.old)")
+        os.replace(path, path + ".old")  # never lose outputs: another model's may be all that is left of it
         data.write_jsonl(path, list(done.values()))
     return done
 

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import torch
@@ -20,6 +21,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def error_of(main, argv):
     """The message main() exits with: one line starting `error:` (sys.exit(str): exit status 1, no traceback)."""
+    if main is ev.main and "--out-root" not in argv:  # never touch the checkout's own out/eval
+        argv = [*argv, "--out-root", tempfile.mkdtemp(prefix="eval_out_")]
     with pytest.raises(SystemExit) as e:
         main(argv)
     msg = e.value.code
