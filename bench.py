@@ -5,8 +5,8 @@
     python bench.py --cuda           # GPU: Llama-2-7B shape in bf16 (needs a CUDA device)
 
 --workload real times what the pipeline runs, built by the project's own data builders from the tiny world
-(data/tiny, written if missing) and the shipped base tiny/base (plus, with --sizes tiny,medium, a random
-medium-sized model fed the same token sequences):
+(data/tiny, written if missing) and the shipped base tiny/base (plus, by default on stage 1 in bf16 only, a
+random medium-sized model, 8 layers of d 512 and vocab 32000, fed the same token sequences):
   stage1  train.run_micro_batch on micro-batches of 4 stage-1 samples (Cognition prompt, 1-3 token answer),
           LoRA r8 alpha 16 on q,v (the paper's), then AdamW; one new micro-batch per step
   stage2  the same on stage-2 samples (HotpotQA prompt ~800 tokens, ~100-200 token CHECKING answer)
@@ -18,7 +18,8 @@ The reference is used as a LLaMA-Factory user gets it: right-padded micro-batche
 the loss from labels= (full logits), peft's LoRA. Each dtype row runs both sides in it: fp32, or fp32 weights
 under bf16 autocast (what resolve_device picks on a CPU with native bf16). A worker also reports the first
 micro-batch's loss (LoRA B is zero, so both sides compute the base model's loss) or its decoded tokens, and the
-table says whether ours and the reference agree.
+table says whether ours and the reference agree. Workers run 1 torch thread each (--threads): on 2 cores
+shared with other jobs, 2 OpenMP threads per process oversubscribe them and one run's time varied up to 10x.
 
 Each measurement runs in a fresh subprocess (so peak memory is its own), ours and the reference alternate
 --repeats times, and the table reports medians and ratios (ours / reference, >1 means ours is faster).
@@ -377,7 +378,11 @@ def real_main(args):
         desc = {k: {"samples": len(w[k]), "tokens": [len(s[0]) for s in w[k]],
                     "answer_tokens": [sum(y != -100 for y in s[1][1:]) for s in w[k]]} for k in ("stage1", "stage2")}
         desc["eval"] = {"prompts": len(w["eval"]), "tokens": [len(p) for p in w["eval"]]}
-        for size in args.sizes.split(","):
+        for spec in args.sizes.split(","):  # a size may name its own workloads and dtypes: medium:stage1:bf16
+            parts = spec.split(":")
+            size = parts[0]
+            tasks = parts[1] if len(parts) > 1 else args.tasks.replace(",", "+")
+            dtypes = parts[2] if len(parts) > 2 else args.dtypes.replace(",", "+")
             ckpt = tinyworld.BASE
             if size != "tiny":
                 torch.manual_seed(0)
@@ -388,8 +393,8 @@ def real_main(args):
                 ckpt = os.path.join(tmp, size)
                 model.save_pretrained(ckpt)
                 del model
-            for task in args.tasks.split(","):
-                for dtype in args.dtypes.split(","):
+            for task in tasks.split("+"):
+                for dtype in dtypes.split("+"):
                     rows.append(real_compare(args, task, size, dtype, ckpt, work))
     info = machine_info()
     note = (f"{info['cpu']}, {info['cores']} cores; torch {info['torch']}, transformers {info['transformers']}, "
@@ -456,7 +461,8 @@ def fmt_row(r):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cuda", action="store_true", help="the GPU suite (Llama-2-7B shape, bf16)")
-    ap.add_argument("--sizes", default="tiny,medium", help="CPU sizes")
+    ap.add_argument("--sizes", default="tiny,medium", help="CPU sizes; with --workload real a size may name its "
+                    "workloads and dtypes, + between them: tiny,medium:stage1:bf16")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
@@ -498,6 +504,8 @@ def main(argv=None):
             args.new_tokens = 200
         if args.gen_batch == 16:
             args.gen_batch = 32
+        if args.sizes == "tiny,medium":  # the medium size on stage 1 in bf16 only: ~12 minutes in all on 2 cores
+            args.sizes = "tiny,medium:stage1:bf16"
         return real_main(args)
     rows = []
     machine = f"{os.cpu_count()} CPU cores, torch {torch.__version__}"

@@ -407,6 +407,7 @@ class Llama(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
         self.gradient_checkpointing = False
         self.compiled = False  # compile_blocks() was called
+        self.packed = True  # loss() packs rows (Packing); False: the padded batch (a compiled model's; plan.py's model)
         self.share_prefixes = True  # loss() and generate() compute a prompt prefix shared by rows once
 
     def hidden(self, tokens, positions=None, mask=None, start=0):
@@ -476,10 +477,11 @@ class Llama(nn.Module):
         Rows are packed without padding (packed_hidden): a row is computed up to its last labelled position
         only, a prompt prefix shared by several rows (shared_prefixes: a template's instructions) is computed
         once, and the last block computes queries, o_proj and MLP at labelled positions only (a compiled model
-        keeps the padded batch: its graphs are of forward())."""
+        keeps the padded batch: its graphs are of forward(); so does packed=False). The padded batch's memory,
+        which plan.py plans for, bounds the packed one's."""
         target = labels[:, 1:]
         keep = target != -100
-        if self.compiled or not keep.any():
+        if self.compiled or not self.packed or not keep.any():
             x = self.hidden(tokens)[:, :-1]
             logits = self.lm_head(self.model.norm(x[keep]))
             return F.cross_entropy(logits.float(), target[keep], reduction=reduction)
@@ -490,6 +492,10 @@ class Llama(nn.Module):
         inputs = tokens[rows, :-1]
         shared = shared_prefixes([r[:n] for r, n in zip(inputs.tolist(), lengths)]) if self.share_prefixes else None
         queries = keep[rows].nonzero()  # (row, position) pairs, row-major: target[keep]'s order
+        if (not shared or not any(n for _, n in shared)) and min(lengths) == T and 2 * len(queries) >= T * len(rows):
+            # nothing to skip (stage 0: whole rows, all labelled): the padded batch, without packing's copies
+            x = self.hidden(tokens)[:, :-1]
+            return F.cross_entropy(self.lm_head(self.model.norm(x[keep])).float(), target[keep], reduction=reduction)
         pack = Packing(lengths, shared, queries, device=tokens.device)
         x = self.packed_hidden(inputs[pack.src_rows.to(tokens.device), pack.src_pos.to(tokens.device)][None], pack)[0]
         return F.cross_entropy(self.lm_head(self.model.norm(x)).float(), target[keep], reduction=reduction)
