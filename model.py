@@ -137,10 +137,25 @@ def rotate_half(x):
 class KVCache(nn.Module):
     """Preallocated keys/values of one layer for decoding: (B, kv_heads, max_len, head_dim)."""
 
-    def __init__(self, batch, kv_heads, max_len, head_dim, dtype, device):
+    def __init__(self, batch, kv_heads, max_len, head_dim, dtype, device, zeroed=None):
+        """zeroed: only the first `zeroed` slots are zeroed (a left-padded batch's padding: slots past the
+        prompts are written before they are read); None: all."""
         super().__init__()
-        self.k = torch.zeros(batch, kv_heads, max_len, head_dim, dtype=dtype, device=device)
-        self.v = torch.zeros_like(self.k)
+        make = torch.zeros if zeroed is None else torch.empty
+        self.k = make(batch, kv_heads, max_len, head_dim, dtype=dtype, device=device)
+        self.v = make(batch, kv_heads, max_len, head_dim, dtype=dtype, device=device)
+        if zeroed:
+            self.k[:, :, :zeroed] = 0
+            self.v[:, :, :zeroed] = 0
+
+    def keep(self, rows, used):
+        """Only these rows (a LongTensor) from now on; the first `used` slots are copied, the rest are
+        written before they are read."""
+        k = self.k.new_empty(len(rows), *self.k.shape[1:])
+        v = self.v.new_empty(len(rows), *self.v.shape[1:])
+        k[:, :, :used] = self.k[rows, :, :used]
+        v[:, :, :used] = self.v[rows, :, :used]
+        self.k, self.v = k, v
 
     def update(self, start, k, v):
         end = start + k.shape[2]
@@ -177,6 +192,170 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
+    def packed(self, x, cos, sin, pack: "Packing", ql: "Queries"):
+        """Attention over packed tokens (1, N, hidden) (Packing: no padding, shared prompt prefixes computed
+        once): keys and values of every packed token, queries at ql (Queries). The projections run on the
+        packed tokens; attention runs batched (one SDPA call: CPU kernels pay a large fixed cost per call) on
+        every row's keys laid out right-padded, a row's shared prefix read from the row that computed it.
+        A KV cache, if set, receives each row's keys and values at its left-padded slots."""
+        N = x.shape[1]
+        B, T = pack.shape
+        k = self.k_proj(x).view(1, N, self.n_kv, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(1, N, self.n_kv, self.head_dim).transpose(1, 2)
+        k = (k * cos + rotate_half(k) * sin)[0].transpose(0, 1)  # (N, kv heads, head_dim)
+        v = v[0].transpose(0, 1)
+        xq = x if ql.idx is None else x[:, ql.idx]
+        n = xq.shape[1]
+        q = self.q_proj(xq).view(1, n, self.n_heads, self.head_dim).transpose(1, 2)
+        qc, qs = (cos, sin) if ql.idx is None else (cos[:, :, ql.idx], sin[:, :, ql.idx])
+        q = (q * qc + rotate_half(q) * qs)[0].transpose(0, 1)  # (n, heads, head_dim)
+        if self.cache is not None:  # every row's tokens, shared prefixes included
+            kc, vc = (k, v) if pack.kv_src is None else (k[pack.kv_src], v[pack.kv_src])
+            self.cache.k[pack.kv_rows, :, pack.cache_slots] = kc.to(self.cache.k.dtype)
+            self.cache.v[pack.kv_rows, :, pack.cache_slots] = vc.to(self.cache.v.dtype)
+        ys = []
+        for g, (group, at) in enumerate(zip(pack.groups, ql.groups)):  # leaders, then the rows that share
+            if at is None:
+                continue
+            kg, vg = (k, v) if group.kv is None else (k[group.kv], v[group.kv])
+            kp = k.new_zeros(group.shape[0], self.n_kv, group.shape[1], self.head_dim)
+            kp[group.kv_rows, :, group.kv_slots] = kg
+            vp = v.new_zeros(group.shape[0], self.n_kv, group.shape[1], self.head_dim)
+            vp[group.kv_rows, :, group.kv_slots] = vg
+            if self.n_kv != self.n_heads:
+                kp = kp.repeat_interleave(self.n_heads // self.n_kv, dim=1)
+                vp = vp.repeat_interleave(self.n_heads // self.n_kv, dim=1)
+            qp = q.new_zeros(group.shape[0], self.n_heads, at.shape[1], self.head_dim)
+            qg = q if at.sel is None else q[at.sel]
+            qp[at.rows, :, at.slots] = qg
+            if at.mask is None:  # a row's every token, from position 0: plain causal attention
+                y = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
+            else:
+                y = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=at.mask)
+            ys.append(y[at.rows, :, at.slots])
+        y = ys[0] if len(ys) == 1 else torch.cat(ys)[ql.order]
+        return self.o_proj(y.reshape(1, n, -1))
+
+
+def shared_prefixes(rows, min_shared=16):
+    """For token rows (lists of ids): (leader, length) per row: the row's first `length` tokens equal those of
+    an earlier row, its leader, which computes them (a leader shares nothing: (itself, 0)). A prompt
+    template's instructions are the same tokens in every prompt (the tiny world's stage-1 samples share 200
+    of their ~250 tokens). Shares shorter than min_shared tokens are not worth a row of their own; a row
+    keeps at least its last token."""
+    leaders, out = [], []
+    for b, row in enumerate(rows):
+        best, length = b, 0
+        for g in leaders:
+            n, cap = 0, min(len(row) - 1, len(rows[g]))
+            while n < cap and row[n] == rows[g][n]:
+                n += 1
+            if n > length:
+                best, length = g, n
+        if length < min_shared:
+            best, length = b, 0
+            leaders.append(b)
+        out.append((best, length))
+    return out
+
+
+class Group:
+    """Rows attended together in one SDPA call, keys laid out right-padded (rows, longest row): kv (packed
+    index of each key, None: the packed tokens in order), kv_rows (row within the group), kv_slots."""
+
+    def __init__(self, rows, lengths, index, n_packed, device):
+        self.rows = rows
+        lens = lengths[rows]
+        local = torch.repeat_interleave(torch.arange(len(rows)), lens)
+        self.kv_slots = torch.arange(int(lens.sum())) - (lens.cumsum(0) - lens)[local]
+        kv = index(rows[local], self.kv_slots)
+        self.kv = None if torch.equal(kv, torch.arange(n_packed)) else kv.to(device)
+        self.shape = (len(rows), int(lens.max()))
+        self.kv_rows, self.kv_slots = local.to(device), self.kv_slots.to(device)
+
+
+class At:
+    """The queries of one group: sel (which of the layer's queries; None: all), each one's row in the group
+    and slot in the right-padded (rows, queries per row) layout, and the mask (None: plain causal)."""
+
+    def __init__(self, sel, rows, pos, shape_rows, keys, device, causal):
+        counts = torch.bincount(rows, minlength=shape_rows)
+        slots = torch.arange(len(rows)) - (counts.cumsum(0) - counts)[rows]
+        self.shape = (shape_rows, int(counts.max()))
+        self.mask = None
+        if not causal:  # query at position p sees keys 0..p of its row; a padding query sees key 0 (no empty softmax)
+            qpos = torch.zeros(self.shape, dtype=torch.long)
+            qpos[rows, slots] = pos
+            self.mask = (torch.arange(keys)[None, None, :] <= qpos[:, :, None])[:, None].to(device)
+        self.sel = None if sel is None else sel.to(device)
+        self.rows, self.slots = rows.to(device), slots.to(device)
+
+
+class Queries:
+    """Where a layer's queries are: packed indices `idx` (None: every packed token, in order), split by the
+    packing's groups (At per group, None where a group has none); `order` puts the groups' outputs back."""
+
+    def __init__(self, idx, rows, pos, pack, device, own_tokens=False):
+        self.idx = None if idx is None else idx.to(device)
+        self.groups, sels = [], []
+        for group in pack.groups:
+            where = torch.isin(rows, group.rows)
+            sel = where.nonzero()[:, 0]
+            if not len(sel):
+                self.groups.append(None)
+                continue
+            local = torch.searchsorted(group.rows, rows[sel])  # group.rows is sorted
+            causal = own_tokens and bool((pack.skip[group.rows] == 0).all())  # whole rows from position 0
+            all_sel = len(pack.groups) == 1
+            self.groups.append(At(None if all_sel else sel, local, pos[sel], len(group.rows), group.shape[1],
+                                  device, causal))
+            sels.append(sel)
+        self.order = torch.argsort(torch.cat(sels)).to(device) if len(sels) > 1 else None
+
+
+class Packing:
+    """Rows of different lengths packed into one sequence: no padding, and a prefix a row shares with an
+    earlier row (shared_prefixes) computed once. lengths: tokens per row; shared: (leader, length) per row
+    (None: nothing shared); queries: (row, position) pairs, sorted, whose outputs the last block must produce
+    (None: every packed token). The packed tokens are each row's own tokens, row after row: take them from a
+    (rows, T) tensor as tokens[pack.src_rows, pack.src_pos]. Positions restart at 0 in each row. Attention
+    runs in groups (Group): the leaders, whole rows, then the rows that share a prefix, their queries few,
+    so that neither pads its queries to the other's. With cache_len, cache_slots place each row's keys and
+    values in a left-padded KV cache of cache_len slots."""
+
+    def __init__(self, lengths, shared=None, queries=None, device="cpu", cache_len=None):
+        lengths = torch.as_tensor(lengths, dtype=torch.long).cpu()
+        B = len(lengths)
+        shared = shared or [(b, 0) for b in range(B)]
+        lead = torch.tensor([g for g, _ in shared])
+        self.skip = skip = torch.tensor([n for _, n in shared])
+        own = lengths - skip
+        own_start = own.cumsum(0) - own
+        self.shape = (B, int(lengths.max()))
+        self.src_rows = torch.repeat_interleave(torch.arange(B), own)
+        self.src_pos = torch.arange(int(own.sum())) - own_start[self.src_rows] + skip[self.src_rows]
+
+        def index(rows, pos):  # packed index of (row, position): a shared position is its leader's token
+            theirs = pos < skip[rows]
+            rows = torch.where(theirs, lead[rows], rows)
+            return own_start[rows] + pos - skip[rows]
+        followers = (skip > 0).nonzero()[:, 0]
+        N = int(own.sum())
+        self.groups = [Group(torch.arange(B), lengths, index, N, device)] if not len(followers) else [
+            Group((skip == 0).nonzero()[:, 0], lengths, index, N, device), Group(followers, lengths, index, N, device)]
+        kv_rows = torch.repeat_interleave(torch.arange(B), lengths)
+        kv_slots = torch.arange(int(lengths.sum())) - (lengths.cumsum(0) - lengths)[kv_rows]
+        self.kv_src = index(kv_rows, kv_slots).to(device) if len(followers) else None
+        self.kv_rows = kv_rows.to(device)
+        self.positions = self.src_pos.to(device)[None]
+        self.all = Queries(None, self.src_rows, self.src_pos, self, device, own_tokens=True)
+        self.out = self.all
+        if queries is not None:
+            queries = torch.as_tensor(queries, dtype=torch.long).cpu().view(-1, 2)
+            self.out = Queries(index(queries[:, 0], queries[:, 1]), queries[:, 0], queries[:, 1], self, device)
+        if cache_len is not None:  # row r's tokens fill slots cache_len - length .. cache_len - 1
+            self.cache_slots = (kv_slots + cache_len - lengths[kv_rows]).to(device)
+
 
 class MLP(nn.Module):
     def __init__(self, args: ModelArgs):
@@ -201,6 +380,13 @@ class Block(nn.Module):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, start)
         return x + self.mlp(self.post_attention_layernorm(x))
 
+    def packed(self, x, cos, sin, pack, ql):
+        """forward() on packed tokens (Attention.packed), outputs at ql (Queries): the last block needs every
+        token's keys and values but its queries, o_proj and MLP only where an output is wanted."""
+        a = self.self_attn.packed(self.input_layernorm(x), cos, sin, pack, ql)
+        x = (x if ql.idx is None else x[:, ql.idx]) + a
+        return x + self.mlp(self.post_attention_layernorm(x))
+
 
 class LlamaModel(nn.Module):  # the `model.` prefix of HF's parameter names
     def __init__(self, args: ModelArgs):
@@ -221,6 +407,8 @@ class Llama(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
         self.gradient_checkpointing = False
         self.compiled = False  # compile_blocks() was called
+        self.packed = True  # loss() packs rows (Packing); False: the padded batch (a compiled model's; plan.py's model)
+        self.share_prefixes = True  # loss() and generate() compute a prompt prefix shared by rows once
 
     def hidden(self, tokens, positions=None, mask=None, start=0):
         """The last block's output (B, T, hidden), before the final norm."""
@@ -240,6 +428,21 @@ class Llama(nn.Module):
                 x = layer(x, cos, sin, mask, start)
         return x
 
+    def packed_hidden(self, tokens, pack: Packing):
+        """The last block's output (1, n, hidden) at pack.out of the packed tokens (1, N): the same values as
+        hidden() on the padded batch, without computing padding, a shared prefix twice, or anything but keys
+        and values in the last block where no output is wanted."""
+        x = self.model.embed_tokens(tokens)
+        cos, sin = self.model.rotary_emb(pack.positions, x.dtype)
+        last = len(self.model.layers) - 1
+        for i, layer in enumerate(self.model.layers):
+            ql = pack.out if i == last else pack.all
+            if self.gradient_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(layer.packed, x, cos, sin, pack, ql, use_reentrant=False)
+            else:
+                x = layer.packed(x, cos, sin, pack, ql)
+        return x
+
     def compile_blocks(self, **compile_kwargs):
         """torch.compile each block in place (state-dict keys stay clean), so that a training run compiles two
         graphs, one with grad and one without (validation), whatever the shapes of its batches. All blocks share
@@ -257,9 +460,11 @@ class Llama(nn.Module):
         self.compiled = True
         return self
 
-    def forward(self, tokens, *, positions=None, mask=None, start=0, last_only=False):
+    def forward(self, tokens, *, positions=None, mask=None, start=0, last_only=False, packing=None):
         """Logits (B, T, vocab) for tokens (B, T); last_only=True projects only the last position (decoding
-        needs no others)."""
+        needs no others). With packing (a Packing of tokens (1, N)): logits (1, n, vocab) at its queries."""
+        if packing is not None:
+            return self.lm_head(self.model.norm(self.packed_hidden(tokens, packing)))
         x = self.hidden(tokens, positions, mask, start)
         return self.lm_head(self.model.norm(x[:, -1:] if last_only else x))
 
@@ -268,12 +473,32 @@ class Llama(nn.Module):
         convention; -100 = no loss). Only the positions that carry a label go through the final norm, lm_head
         and the fp32 cross-entropy: a 3-token answer after a 1000-token prompt projects 3 positions onto the
         vocabulary, not 1000 (same loss and gradients as full logits). reduction "sum" gives the summed loss,
-        which train.py divides by the answer-token count of the whole accumulated batch."""
-        x = self.hidden(tokens)[:, :-1]
+        which train.py divides by the answer-token count of the whole accumulated batch.
+        Rows are packed without padding (packed_hidden): a row is computed up to its last labelled position
+        only, a prompt prefix shared by several rows (shared_prefixes: a template's instructions) is computed
+        once, and the last block computes queries, o_proj and MLP at labelled positions only (a compiled model
+        keeps the padded batch: its graphs are of forward(); so does packed=False). The padded batch's memory,
+        which plan.py plans for, bounds the packed one's."""
         target = labels[:, 1:]
         keep = target != -100
-        logits = self.lm_head(self.model.norm(x[keep]))
-        return F.cross_entropy(logits.float(), target[keep], reduction=reduction)
+        if self.compiled or not self.packed or not keep.any():
+            x = self.hidden(tokens)[:, :-1]
+            logits = self.lm_head(self.model.norm(x[keep]))
+            return F.cross_entropy(logits.float(), target[keep], reduction=reduction)
+        T = keep.shape[1]
+        last = torch.where(keep, torch.arange(T, device=keep.device), -1).amax(1)  # per row; -1: no label
+        rows = (last >= 0).nonzero()[:, 0]
+        lengths = (last[rows] + 1).tolist()
+        inputs = tokens[rows, :-1]
+        shared = shared_prefixes([r[:n] for r, n in zip(inputs.tolist(), lengths)]) if self.share_prefixes else None
+        queries = keep[rows].nonzero()  # (row, position) pairs, row-major: target[keep]'s order
+        if (not shared or not any(n for _, n in shared)) and min(lengths) == T and 2 * len(queries) >= T * len(rows):
+            # nothing to skip (stage 0: whole rows, all labelled): the padded batch, without packing's copies
+            x = self.hidden(tokens)[:, :-1]
+            return F.cross_entropy(self.lm_head(self.model.norm(x[keep])).float(), target[keep], reduction=reduction)
+        pack = Packing(lengths, shared, queries, device=tokens.device)
+        x = self.packed_hidden(inputs[pack.src_rows.to(tokens.device), pack.src_pos.to(tokens.device)][None], pack)[0]
+        return F.cross_entropy(self.lm_head(self.model.norm(x)).float(), target[keep], reduction=reduction)
 
     # ---- Hugging Face checkpoints in and out ----
 
@@ -457,20 +682,24 @@ def token_batches(lengths, max_new_tokens, batch_tokens):
 
 @torch.no_grad()
 def generate(model: Llama, prompts, max_new_tokens, eos_id, batch_size=16, progress=False, autocast=False,
-             batch_tokens=0, eos_every=8):
+             batch_tokens=0, eos_every=None):
     """Greedy-decode each prompt (a list of token ids) and return only its new tokens, without the EOS.
     autocast=True runs under bf16 autocast with a bf16 KV cache (resolve_device says when).
 
     Prompts are sorted by length and run in batches of batch_size prompts, or, with batch_tokens, of a KV
-    cache of at most batch_tokens slots (token_batches). Inside a batch they are left-padded; each row's
-    positions start at 0 at its first real token and padding is masked out of attention, so every row
-    gets exactly the tokens that decoding it alone, step by step and without a cache, would give.
-    A row whose output has max_new_tokens tokens was cut off by the limit (it never produced EOS).
-    Whether every row has ended is asked every eos_every steps only: the question waits for the GPU (a host
-    sync), and the steps it lets run past the last EOS are discarded."""
+    cache of at most batch_tokens slots (token_batches). The prompts of a batch are prefilled packed, without
+    padding (Packing), into a left-padded KV cache; each row's positions start at 0 at its first real token
+    and padding is masked out of attention, so every row gets exactly the tokens that decoding it alone,
+    step by step and without a cache, would give. A row whose output has max_new_tokens tokens was cut off
+    by the limit (it never produced EOS).
+    Which rows have ended is asked every eos_every steps (default: every step on the CPU, every 8 on a GPU,
+    where the question waits for the device); ended rows then leave the batch (their cache rows are dropped),
+    and the steps a row runs past its EOS are discarded."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     batches = (token_batches([len(p) for p in prompts], max_new_tokens, batch_tokens) if batch_tokens else
                [order[i:i + batch_size] for i in range(0, len(order), batch_size)])
+    if eos_every is None:
+        eos_every = 1 if model.lm_head.weight.device.type == "cpu" else 8
     out = [None] * len(prompts)
     for idx in tqdm(batches, desc="generate", disable=not progress):
         with torch.autocast(model.lm_head.weight.device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -488,34 +717,49 @@ def _generate_batch(model, prompts, max_new_tokens, eos_id, eos_every=8):
     if total > model.args.max_position_embeddings:
         raise ValueError(f"prompt of {P} tokens + {max_new_tokens} new tokens exceeds the model's "
                          f"max_position_embeddings {model.args.max_position_embeddings}")
-    pad = torch.tensor([P - len(p) for p in prompts], device=device)
-    tokens = torch.tensor([[0] * (P - len(p)) + list(p) for p in prompts], device=device)
+    lengths = [len(p) for p in prompts]
+    pad = torch.tensor([P - n for n in lengths], device=device)
     a = model.args
-    for layer in model.model.layers:
-        layer.self_attn.cache = KVCache(B, a.num_key_value_heads, total, a.head_dim, dtype, device)
+    for layer in model.model.layers:  # slots past the prompts are written (decoding) before they are read
+        layer.self_attn.cache = KVCache(B, a.num_key_value_heads, total, a.head_dim, dtype, device,
+                                        zeroed=P - min(lengths))
     idx = torch.arange(total, device=device)
-    # valid[b, k]: cache slot k holds a real token of row b. Pad queries may see themselves so that no
-    # softmax row is empty (their outputs are never used).
-    valid = idx[None, :] >= pad[:, None]
+    valid = idx[None, :] >= pad[:, None]  # valid[b, k]: cache slot k holds a real token of row b
     positions = (idx[None, :] - pad[:, None]).clamp(min=0)
     was_training = model.training
     model.eval()
     try:
-        causal = idx[:P, None] >= idx[None, :P]
-        mask = causal & (valid[:, None, :P] | torch.eye(P, dtype=torch.bool, device=device))
-        logits = model(tokens, positions=positions[:, :P], mask=mask[:, None], start=0, last_only=True)
+        shared = shared_prefixes(prompts) if model.share_prefixes else None
+        pack = Packing(lengths, shared, [(b, n - 1) for b, n in enumerate(lengths)], device, cache_len=P)
+        tokens = torch.tensor([list(p) + [0] * (P - len(p)) for p in prompts], device=device)
+        tokens = tokens[pack.src_rows.to(device), pack.src_pos.to(device)][None]
+        logits = model(tokens, packing=pack).transpose(0, 1)  # (B, 1, vocab): each row's last prompt token
+        rows = torch.arange(B, device=device)  # the original row of each row still decoding
         new, done = [], torch.zeros(B, dtype=torch.bool, device=device)
         for t in range(P, total):
             nxt = logits[:, -1].argmax(-1)
-            new.append(nxt)
+            new.append((rows, nxt))
             done |= nxt == eos_id
-            if t == total - 1 or (len(new) % eos_every == 0 and done.all()):  # done.all() waits for the device
+            if t == total - 1:
                 break
+            if len(new) % eos_every == 0:
+                ended = int(done.sum())  # waits for the device
+                if ended == len(done):
+                    break
+                if ended >= max(1, len(done) // 4):  # ended rows leave the batch, a quarter at least at a time
+                    live = (~done).nonzero()[:, 0]
+                    for layer in model.model.layers:
+                        layer.self_attn.cache.keep(live, t)
+                    rows, nxt, done = rows[live], nxt[live], done[live]
+                    valid, positions = valid[live], positions[live]
             mask = valid[:, None, None, : t + 1]
             logits = model(nxt[:, None], positions=positions[:, t:t + 1], mask=mask, start=t, last_only=True)
     finally:
         for layer in model.model.layers:
             layer.self_attn.cache = None
         model.train(was_training)
-    rows = torch.stack(new, 1).tolist()
+    out = torch.full((B, len(new)), eos_id, dtype=torch.long, device=device)
+    for s, (r, nxt) in enumerate(new):
+        out[r, s] = nxt
+    rows = out.tolist()
     return [r[:r.index(eos_id)] if eos_id in r else r for r in rows]

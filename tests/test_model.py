@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import CheckpointError, Llama, generate
+from model import CheckpointError, Llama, generate, shared_prefixes
 
 CONFIGS = {
     "mha": {},
@@ -136,6 +136,73 @@ def test_generate_stops_each_row_at_its_own_eos(hf_llama):
     got = generate(ours, prompts, max_new_tokens=12, eos_id=eos)
     assert got[0] == free[0][:3]
     assert got[1] == (free[1][:free[1].index(eos)] if eos in free[1] else free[1])
+
+
+def prefix_batch(g, vocab=128):
+    """Rows that share prompt prefixes as a template's would: rows 1-3 the first 20 tokens of row 0, row 4
+    its first 30, row 5 nothing; right-padded by random tokens."""
+    tokens = torch.randint(3, vocab, (6, 40), generator=g)
+    tokens[1:4, :20] = tokens[0, :20]
+    tokens[4, :30] = tokens[0, :30]
+    return tokens
+
+
+@pytest.mark.parametrize("gqa", [False, True])
+def test_packed_loss_with_shared_prefixes_gives_the_padded_loss_and_gradients(hf_llama, gqa):
+    """model.loss packs rows without padding and computes a prefix shared by rows once; the padded batch
+    (what a compiled model runs) gives the same loss and gradients, LoRA included, labels in and out of
+    the shared prefix, a row without labels."""
+    import lora
+    path, _ = hf_llama(**({"num_key_value_heads": 2} if gqa else {}))
+    model = Llama.from_pretrained(path)
+    lora.apply_lora(model, ("q_proj", "v_proj"), r=4, alpha=8)
+    torch.manual_seed(0)
+    for m in lora.lora_modules(model).values():
+        torch.nn.init.normal_(m.lora_B.weight, std=0.1)
+    tokens = prefix_batch(torch.Generator().manual_seed(2))
+    labels = torch.full_like(tokens, -100)
+    for row, (a, b) in enumerate([(25, 40), (22, 30), (39, 40), (10, 15), (31, 35)]):
+        labels[row, a:b] = tokens[row, a:b]
+    assert [n for _, n in shared_prefixes(tokens[:5, :-1].tolist())] == [0, 20, 20, 20, 30]
+    results = []
+    for packed in (True, False):
+        model.zero_grad()
+        model.compiled = not packed  # the padded path (compiled models keep it)
+        loss = model.loss(tokens, labels, reduction="sum")
+        loss.backward()
+        results.append((loss.item(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    model.compiled = False
+    (la, ga), (lb, gb) = results
+    assert abs(la - lb) <= 1e-5 * abs(lb)
+    assert all((a - b).abs().max().item() <= 1e-5 * max(1.0, b.abs().max().item()) for a, b in zip(ga, gb))
+
+
+def test_generate_with_shared_prefixes_equals_uncached_greedy(hf_llama):
+    """Prompts sharing a prefix: prefilled once, the tokens of decoding each prompt alone without a cache; rows
+    leave the batch as they end."""
+    path, _ = hf_llama(num_key_value_heads=2)
+    ours = Llama.from_pretrained(path)
+    tokens = prefix_batch(torch.Generator().manual_seed(3))
+    prompts = [tokens[i, :n].tolist() for i, n in enumerate((30, 25, 22, 35, 40, 7))]
+    free = generate(ours, prompts, 12, eos_id=-1)
+    eos = free[2][4]  # some rows end early, at different steps
+    got = generate(ours, prompts, 12, eos_id=eos)
+    assert any(len(t) < 12 for t in got) and any(len(t) == 12 for t in got)
+    for p, toks in zip(prompts, got):
+        assert toks == naive_greedy(ours, p, 12, eos)
+    ours.share_prefixes = False
+    assert generate(ours, prompts, 12, eos_id=eos) == got
+
+
+def test_generate_under_bf16_autocast_runs_close_to_fp32(hf_llama):
+    """The packed prefill writes a bf16 KV cache under autocast (resolve_device's choice on a bf16 CPU)."""
+    path, _ = hf_llama()
+    ours = Llama.from_pretrained(path)
+    prompts = [t.tolist() for t in prefix_batch(torch.Generator().manual_seed(4))]
+    a = generate(ours, prompts, 6, eos_id=-1)
+    b = generate(ours, prompts, 6, eos_id=-1, autocast=True)
+    assert all(len(x) == 6 for x in b)
+    assert sum(x[0] == y[0] for x, y in zip(a, b)) >= len(a) - 1  # bf16 may flip a near-tie, rarely
 
 
 # ---- bad input: one clear line naming the file and the fix ----
