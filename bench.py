@@ -62,6 +62,19 @@ def train_flops_per_token(c, seq):
     return 4 * matmul_params(c) + 12 * c["num_hidden_layers"] * seq * c["hidden_size"]
 
 
+def random_checkpoint(size, tmp):
+    """A seeded random model of SIZES[size] saved under tmp (both sides then load the same file)."""
+    from model import Llama, ModelArgs
+    torch.manual_seed(0)
+    model = Llama(ModelArgs(**SIZES[size], max_position_embeddings=4096))
+    for p in model.parameters():
+        if p.dim() == 2:
+            torch.nn.init.normal_(p, std=0.02)
+    ckpt = os.path.join(tmp, size)
+    model.save_pretrained(ckpt)
+    return ckpt
+
+
 # ---- workers: one implementation, one task, in this process ----
 
 def build(impl, ckpt, size, device, dtype):
@@ -365,7 +378,6 @@ def machine_info():
 
 def real_main(args):
     """--workload real: every task x size x dtype, both sides; writes args.out."""
-    from model import Llama, ModelArgs
     import tinyworld
     t0 = time.time()
     args.out = os.path.abspath(args.out)
@@ -385,14 +397,7 @@ def real_main(args):
             dtypes = parts[2] if len(parts) > 2 else args.dtypes.replace(",", "+")
             ckpt = tinyworld.BASE
             if size != "tiny":
-                torch.manual_seed(0)
-                model = Llama(ModelArgs(**SIZES[size], max_position_embeddings=4096))
-                for p in model.parameters():
-                    if p.dim() == 2:
-                        torch.nn.init.normal_(p, std=0.02)
-                ckpt = os.path.join(tmp, size)
-                model.save_pretrained(ckpt)
-                del model
+                ckpt = random_checkpoint(size, tmp)
             for task in tasks.split("+"):
                 for dtype in dtypes.split("+"):
                     rows.append(real_compare(args, task, size, dtype, ckpt, work))
@@ -518,17 +523,9 @@ def main(argv=None):
             rows.append(compare(args, "train", "llama2-7b", None, extra))
         rows.append(compare(args, "generate", "llama2-7b", None))
     else:
-        from model import Llama, ModelArgs
         with tempfile.TemporaryDirectory() as tmp:
             for size in args.sizes.split(","):
-                torch.manual_seed(0)
-                model = Llama(ModelArgs(**SIZES[size], max_position_embeddings=4096))
-                for p in model.parameters():
-                    if p.dim() == 2:
-                        torch.nn.init.normal_(p, std=0.02)
-                ckpt = os.path.join(tmp, size)
-                model.save_pretrained(ckpt)
-                del model
+                ckpt = random_checkpoint(size, tmp)
                 rows.append(compare(args, "train", size, ckpt))
                 rows.append(compare(args, "generate", size, ckpt))
     table = ["| task | size | options | ours | transformers + peft | speed ours/ref |", "|---|---|---|---|---|---|"]
