@@ -341,16 +341,20 @@ KINDS = {"a string": lambda v: isinstance(v, str), "a string or null": lambda v:
          "a list of [title, [sentence, ...]]": lambda v: isinstance(v, list) and all(
              isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and _strings(p[1]) for p in v),
          "a list of [title, sentence index]": lambda v: isinstance(v, list) and all(
-             isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], int) for p in v)}
+             isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], int) for p in v),
+         "a non-empty list of [title or null, text]": lambda v: isinstance(v, list) and bool(v) and all(
+             isinstance(p, list) and len(p) == 2 and (p[0] is None or isinstance(p[0], str)) and isinstance(p[1], str)
+             for p in v),
+         "eval or qa": lambda v: v in ("eval", "qa"), "true or false": lambda v: isinstance(v, bool),
+         "an int from 0 to 4": lambda v: type(v) is int and 0 <= v <= 4}
 
 
-def _need(obj, field, path, where, kind=None):
+def _need(obj, field, path, where, kind=None, fix="fix the file (or download it again)"):
     """obj[field], after checking that it is there and is of `kind` (a key of KINDS)."""
     if not isinstance(obj, dict) or field not in obj:
         raise DataError(f"{path}: {where} has no field {field!r}; this is not the expected file")
     if kind and not KINDS[kind](obj[field]):
-        raise DataError(f"{path}: field {field!r} of {where} is {json.dumps(obj[field])[:60]}, not {kind}; "
-                        "fix the file (or download it again)")
+        raise DataError(f"{path}: field {field!r} of {where} is {json.dumps(obj[field])[:60]}, not {kind}; {fix}")
     return obj[field]
 
 
@@ -590,23 +594,69 @@ def base_records(corpus_path):
     question answered from passages, {"question", "answer", "passages": [[title or null, text]], "template":
     "eval" | "qa", optional "prefix" (eval: with TASK_ASSIGNMENT_PREFIX), "request" and "slot" (qa: a format
     request in slot I{slot})}, or a general skill such as copying, {"instruction", "output"}. The answer is
-    always in the passages, so the base learns to answer, never to refuse: the paper's diagnosis."""
+    always in the passages, so the base learns to answer, never to refuse: the paper's diagnosis. A line that
+    is not such an object is refused with its number."""
+    text = _read_text(corpus_path, "stage 0 reads the tiny world's base_corpus.jsonl (python tinyworld.py writes "
+                                   "it); leave out --base-corpus for data/tiny's")
     out = []
-    with open(corpus_path) as f:
-        for n, line in enumerate(f):
+    for n, line in enumerate(text.split("\n")):
+        if not line.strip():
+            continue
+        where = f"line {n + 1}"
+        try:
             qa = json.loads(line)
-            if "instruction" in qa:
-                out.append(dict(id=f"base{n}", prompt=qa["instruction"], context="", output=qa["output"]))
-                continue
-            context = "\n".join(fill(ASQA_CONTEXT_HEADER, wikipage=title, context=text) if title else text
-                                 for title, text in qa["passages"])
-            if qa["template"] == "eval":
-                prompt = eval_prompt(qa["question"], context, task_prefix=qa.get("prefix", False))
-                out.append(dict(id=f"base{n}", prompt=prompt, context=context, output=qa["answer"], format="raw"))
-            else:
-                prompt = instruction_prompt(TASK_QA, qa["question"], context, qa.get("request", ""), qa.get("slot", 0))
-                out.append(dict(id=f"base{n}", prompt=prompt, context=context, output=qa["answer"]))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{corpus_path}: {where} is not valid JSON ({e}); each line must be one JSON object "
+                            "(see data.base_records)") from None
+        if not isinstance(qa, dict):
+            raise DataError(f"{corpus_path}: {where} is {json.dumps(qa)[:40]}, not a JSON object; each line must be "
+                            'one {"question", "answer", "passages", "template"} or {"instruction", "output"}')
+        fix = "fix the line (python tinyworld.py writes the tiny world's corpus)"
+        if "instruction" in qa:
+            prompt, output = (_need(qa, field, corpus_path, where, "a string", fix) for field in ("instruction", "output"))
+            out.append(dict(id=f"base{n}", prompt=prompt, context="", output=output))
+            continue
+        for field, kind in (("question", "a string"), ("answer", "a string"),
+                            ("passages", "a non-empty list of [title or null, text]"), ("template", "eval or qa")):
+            _need(qa, field, corpus_path, where, kind, fix)
+        for field, kind in (("prefix", "true or false"), ("request", "a string"), ("slot", "an int from 0 to 4")):
+            if field in qa:
+                _need(qa, field, corpus_path, where, kind, fix)
+        context = "\n".join(fill(ASQA_CONTEXT_HEADER, wikipage=title, context=text) if title else text
+                            for title, text in qa["passages"])
+        if qa["template"] == "eval":
+            prompt = eval_prompt(qa["question"], context, task_prefix=qa.get("prefix", False))
+            out.append(dict(id=f"base{n}", prompt=prompt, context=context, output=qa["answer"], format="raw"))
+        else:
+            prompt = instruction_prompt(TASK_QA, qa["question"], context, qa.get("request", ""), qa.get("slot", 0))
+            out.append(dict(id=f"base{n}", prompt=prompt, context=context, output=qa["answer"]))
+    if not out:
+        raise DataError(f"{corpus_path}: holds no records; stage 0 needs one JSON object per line (python "
+                        "tinyworld.py writes the tiny world's)")
     return out
+
+
+def whole_words(path):
+    """Stage 0's --whole-words: one word per line, each kept as one token by the tokenizer; a blank line, a word
+    holding whitespace (never one token) or a repeated word (sentencepiece refuses it) is refused."""
+    lines = _read_text(path, "a file of one word per line (python tinyworld.py writes the tiny world's "
+                             "world_words.txt); leave out --whole-words for data/tiny's").split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the last line's newline
+    seen = {}
+    for n, word in enumerate(lines, 1):
+        if not word.strip():
+            raise DataError(f"{path}: line {n} is blank; write one word per line, no blank lines")
+        if word.split() != [word]:
+            raise DataError(f"{path}: line {n}, {word!r}, holds whitespace; write one word per line (a word with "
+                            "a space is never one token)")
+        if word in seen:
+            raise DataError(f"{path}: line {n} repeats {word!r} of line {seen[word]}; write each word once")
+        seen[word] = n
+    if not seen:
+        raise DataError(f"{path}: holds no words; write one word per line (python tinyworld.py writes the tiny "
+                        "world's)")
+    return list(seen)
 
 
 # ---- tokenisation for training ----

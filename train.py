@@ -215,18 +215,20 @@ def train_tokenizer(cfg, records, out):
     --whole-words (the world's names and years) is one piece: a tiny model copies a one-token name with one
     attention step, where a multi-token one needs induction heads it forms late (README, tiny world)."""
     import sentencepiece as spm
-    words = []
-    if cfg.whole_words:
-        with open(cfg.whole_words) as f:
-            words = [w.strip() for w in f if w.strip()]
+    words = data.whole_words(cfg.whole_words) if cfg.whole_words else []
     templates = list(data.PROMPTS) + [s for s, _, _ in data.INSTRUCTIONS]
     text = [r["prompt"] + " " + r["output"] for r in records] + templates * 50
     model = io.BytesIO()  # written from memory: a model_prefix would put the output path into the file
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(text), model_writer=model, vocab_size=cfg.vocab_size,
-        model_type="bpe", byte_fallback=True, split_digits=True, user_defined_symbols=words, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
-        normalization_rule_name="identity", remove_extra_whitespaces=False, max_sentence_length=16384,
-        num_threads=1, minloglevel=2)  # one thread: the same pieces on every rebuild
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(text), model_writer=model, vocab_size=cfg.vocab_size,
+            model_type="bpe", byte_fallback=True, split_digits=True, user_defined_symbols=words, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+            normalization_rule_name="identity", remove_extra_whitespaces=False, max_sentence_length=16384,
+            num_threads=1, minloglevel=2)  # one thread: the same pieces on every rebuild
+    except RuntimeError as e:  # e.g. more --whole-words and characters than --vocab-size holds
+        raise data.DataError(f"--vocab-size {cfg.vocab_size}: sentencepiece cannot build this tokenizer "
+                             f"({str(e).strip().splitlines()[-1].split('] ')[-1]}); raise --vocab-size or give fewer "
+                             "--whole-words") from None
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "tokenizer.model")
     with open(path + ".tmp", "wb") as f:

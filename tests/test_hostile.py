@@ -158,6 +158,81 @@ def test_unparsable_data_files_name_the_file_and_line(micro_world, tmp_path):
     assert "nope.jsonl: missing" in msg
 
 
+def stage0(w, tmp_path, corpus=None, words=None, *extra):
+    data_dir = os.path.join(w["root"], "data")
+    return ["--stage", "0", "--preset", "micro", "--base-corpus", corpus or os.path.join(data_dir, "base_corpus.jsonl"),
+            "--whole-words", words or os.path.join(data_dir, "world_words.txt"), "--out", str(tmp_path / "base0"),
+            *extra]
+
+
+QA = {"question": "When was Zorvan founded?", "answer": "Zorvan was founded in 1516.", "template": "qa",
+      "passages": [["Zorvan", "Zorvan was founded in 1516."]]}
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"question": "When', "line 2 is not valid JSON"),
+    ("[1, 2]", "line 2 is [1, 2], not a JSON object"),
+    ('"Zorvan"', 'line 2 is "Zorvan", not a JSON object'),
+    (json.dumps({k: v for k, v in QA.items() if k != "answer"}), "line 2 has no field 'answer'"),
+    (json.dumps({**QA, "answer": None}), "field 'answer' of line 2 is null, not a string"),
+    (json.dumps({**QA, "question": ["When?"]}), "field 'question' of line 2 is [\"When?\"], not a string"),
+    (json.dumps({**QA, "passages": "Zorvan was founded in 1516."}), "field 'passages' of line 2 is \"Zorvan was"),
+    (json.dumps({**QA, "passages": [["Zorvan", 1516]]}), "not a non-empty list of [title or null, text]"),
+    (json.dumps({**QA, "passages": []}), "field 'passages' of line 2 is [], not a non-empty list"),
+    (json.dumps({**QA, "template": "chat"}), "field 'template' of line 2 is \"chat\", not eval or qa"),
+    (json.dumps({k: v for k, v in QA.items() if k != "template"}), "line 2 has no field 'template'"),
+    (json.dumps({**QA, "slot": 5}), "field 'slot' of line 2 is 5, not an int from 0 to 4"),
+    (json.dumps({**QA, "template": "eval", "prefix": "yes"}), "field 'prefix' of line 2 is \"yes\", not true or false"),
+    (json.dumps({"instruction": "Copy: abc"}), "line 2 has no field 'output'"),
+    (json.dumps({"instruction": "Copy: abc", "output": 3}), "field 'output' of line 2 is 3, not a string"),
+])
+def test_malformed_base_corpus_lines_name_the_file_and_line(micro_world, tmp_path, line, message):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(json.dumps(QA) + "\n" + line + "\n")
+    msg = error_of(train.main, stage0(micro_world, tmp_path, str(corpus)))
+    assert msg.startswith(f"error: {corpus}: ") and message in msg, msg
+    assert not os.path.exists(tmp_path / "base0" / "model.safetensors")
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "missing; stage 0 reads the tiny world's base_corpus.jsonl"),
+    (b"", "holds no records"),
+    (b"\n \n", "holds no records"),
+    (json.dumps(QA).replace("Zorvan", "Zorv\xe9n").encode("latin-1"), "not UTF-8 text"),
+])
+def test_unreadable_base_corpus_names_the_file(micro_world, tmp_path, content, message):
+    corpus = tmp_path / "corpus.jsonl"
+    if content is not None:
+        corpus.write_bytes(content)
+    msg = error_of(train.main, stage0(micro_world, tmp_path, str(corpus)))
+    assert msg.startswith(f"error: {corpus}: ") and message in msg, msg
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "missing; a file of one word per line"),
+    (b"", "holds no words"),
+    (b"Zorvan\n\nKelbrin\n", "line 2 is blank"),
+    (b"Zorvan\n \n", "line 2 is blank"),
+    (b"Zorvan\nNew York\n", "line 2, 'New York', holds whitespace"),
+    (b"Zorvan\nKelbrin\tLunmoor\n", "line 2, 'Kelbrin\\tLunmoor', holds whitespace"),
+    (b"Zorvan\nKelbrin\nZorvan\n", "line 3 repeats 'Zorvan' of line 1"),
+    (b"Zorv\xe9n\n", "not UTF-8 text"),
+])
+def test_malformed_whole_words_name_the_file_and_line(micro_world, tmp_path, content, message):
+    words = tmp_path / "words.txt"
+    if content is not None:
+        words.write_bytes(content)
+    msg = error_of(train.main, stage0(micro_world, tmp_path, None, str(words)))
+    assert msg.startswith(f"error: {words}: ") and message in msg, msg
+
+
+def test_more_whole_words_than_the_vocabulary_holds_names_the_flag(micro_world, tmp_path):
+    words = tmp_path / "words.txt"
+    words.write_text("".join(f"Word{i}\n" for i in range(2000)))  # the micro preset's --vocab-size is 1500
+    msg = error_of(train.main, stage0(micro_world, tmp_path, None, str(words)))
+    assert msg.startswith("error: --vocab-size 1500: sentencepiece cannot build this tokenizer") and "--whole-words" in msg
+
+
 def test_truncated_checkpoint_on_resume_names_the_checkpoint(micro_world, tmp_path):
     out = str(tmp_path / "cut")
     train.main(stage1(micro_world, out, "--max-steps", "4", "--stop-after", "2"))
