@@ -56,3 +56,8 @@ def check_limits(ap, cfg, limits):
         value = getattr(cfg, name)
         if not RANGES[rule](value):
             ap.error(f"--{name.replace('_', '-')} must be {rule}, not {value!r}")
+
+
+def interrupted(*_):
+    """The scripts' SIGTERM handler: a scheduler's or `kill`'s stop ends a run the way Ctrl-C does (one line)."""
+    raise KeyboardInterrupt

@@ -12,11 +12,11 @@ its unknown question (answered by a sibling passage: the right reply is 'Not Pro
 Both are always computed and printed; --scoring picks which leads the table. Strict metrics, the error
 breakdown, the stage-1 (Sufficient/Insufficient) view and instruction adherence come beside them.
 
-Nothing is lost to an interruption: prompts run in batches of at most --batch-tokens KV-cache tokens, and
-each batch's records are appended to out/eval/<model>.jsonl as it ends. Rerun the same command and it skips
-every prompt already answered (a prompt_key hashes the model's files, the decoding settings and the prompt),
-recomputes nothing for a finished model, and writes the files an uninterrupted run would have (given the
-same --batch-tokens: the same batches).
+Nothing is lost to an interruption (Ctrl-C, SIGTERM): prompts run in batches of at most --batch-tokens
+KV-cache tokens, and each batch's records are appended to out/eval/<model>.jsonl as it ends. Rerun the same
+command and it skips every prompt already answered (a prompt_key hashes the model's files, the decoding
+settings and the prompt), recomputes nothing for a finished model, and writes the files an uninterrupted run
+would have (given the same --batch-tokens: the same batches).
 
 A trained run is rebuilt as its lineage.json records (lora.load_trained): stage 1 under a stage-2 adapter is
 a frozen fp32 branch, or merged into the weights if that run was trained with train.py --merge-stage1.
@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import signal
 import string
 import sys
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ import data
 import lora
 import plan
 import tinyworld
-from cli import check_limits, config_parser
+from cli import check_limits, config_parser, interrupted
 from model import CheckpointError, Llama, ModelArgs, generate, read_config, resolve_device, token_batches
 
 
@@ -256,6 +257,20 @@ def record(name, prompt, key, output, hit_limit):
     return rec
 
 
+def read_jsonl(path):
+    """(the records of a <model>.jsonl, how many of its lines are unreadable). Appends end each line with \n
+    (json escapes it inside strings): a last line without it was cut off by an interrupted write."""
+    with open(path, "rb") as f:
+        *lines, last = f.read().split(b"\n")
+    records, broken = [], int(bool(last))
+    for line in lines:
+        try:
+            records.append(json.loads(line.decode("utf-8")))
+        except (ValueError, TypeError):
+            broken += 1
+    return records, broken
+
+
 def read_done(path, keys):
     """{key: stored record} of this run's prompts that `path` (a <model>.jsonl) already answers. A line cut
     off by an interrupted write, or one of another model, settings or prompt (its key is none of `keys`),
@@ -263,15 +278,9 @@ def read_done(path, keys):
     as <path>.old."""
     if not os.path.exists(path):
         return {}
-    with open(path, "rb") as f:
-        *lines, last = f.read().split(b"\n")  # appends end each line with \n (json escapes it inside strings)
-    wanted, done, broken, stale = set(keys), {}, int(bool(last)), 0
-    for line in lines:
-        try:
-            rec = json.loads(line.decode("utf-8"))
-        except (ValueError, TypeError):
-            broken += 1
-            continue
+    records, broken = read_jsonl(path)
+    wanted, done, stale = set(keys), {}, 0
+    for rec in records:
         key = rec.get("prompt_key") if isinstance(rec, dict) else None  # None: an eval from before prompt keys
         if key in wanted and key not in done:
             done[key] = rec
@@ -309,8 +318,8 @@ def answer_all(cfg, name, prompts, keys, path, load_model, tok, eos_id, budget, 
         print(f"{len(batches)} batches of at most {budget} KV-cache tokens (--batch-tokens), {len(todo)} to run"
               + (f"; {len(done)} of {len(prompts)} prompts already in {path}" if done else ""))
         model = load_model()
-        with open(path, "a", encoding="utf-8") as f:
-            for batch in tqdm(todo, desc="generate"):
+        with open(path, "a", encoding="utf-8") as f, tqdm(todo, desc="generate") as bar:  # bar closed on Ctrl-C too
+            for batch in bar:
                 # a batch cut off halfway runs whole again: the same batch gives the same tokens
                 outs = generate(model, [prompts[i][3] for i in batch], cfg.max_new_tokens, eos_id,
                                 batch_size=len(batch), autocast=autocast)
@@ -405,7 +414,10 @@ def table(results, labels, cfg):
     return "\n".join(lines + theirs)
 
 
-def run(cfg: EvalConfig):
+def run(cfg: EvalConfig, at=None):
+    """Evaluate; `at` (a dict) is kept up to date with the model being answered: its label, <model>.jsonl and
+    prompt keys (go_on tells from it what an interrupted run kept)."""
+    at = {} if at is None else at
     tiny = not cfg.model
     cfg.asqa = cfg.asqa or (os.path.join(tinyworld.DATA, "ASQA.json") if tiny else "")
     cfg.hotpot = cfg.hotpot or (os.path.join(tinyworld.DATA, "hotpot_train_v1.1.json") if tiny else "")
@@ -450,9 +462,10 @@ def run(cfg: EvalConfig):
         eos_id = template.stop_id(tok)
         settings = dict(files=model_files(dirs), max_new_tokens=cfg.max_new_tokens, eos_id=eos_id,
                         device=device.type, dtype=str(dtype), autocast=autocast)
-        records = answer_all(cfg, name, prompts, prompt_keys(settings, prompts),
-                             os.path.join(out_dir, f"{name}.jsonl"), lambda: load(cfg, path, device, dtype), tok,
-                             eos_id, batch_budget(cfg, args, device, dtype), autocast, after_batch)
+        keys, file = prompt_keys(settings, prompts), os.path.join(out_dir, f"{name}.jsonl")
+        at.update(label=label, jsonl=file, keys=set(keys))
+        records = answer_all(cfg, name, prompts, keys, file, lambda: load(cfg, path, device, dtype), tok, eos_id,
+                             batch_budget(cfg, args, device, dtype), autocast, after_batch)
         results[name], labels[name] = summarize(records, prefix), label
     md = table(results, labels, cfg)
     with open(os.path.join(out_dir, "results.json.tmp"), "w") as f:
@@ -479,16 +492,28 @@ def parse_config(argv=None):
     return cfg
 
 
+def go_on(at):
+    """What an eval that stopped short kept (run's `at`), and how it goes on: a rerun skips every prompt answered."""
+    if not at:
+        return "no prompt was answered yet: rerun the command"
+    stored = read_jsonl(at["jsonl"])[0] if os.path.exists(at["jsonl"]) else []
+    n = len(at["keys"] & {r.get("prompt_key") for r in stored if isinstance(r, dict)})
+    return (f"{n} of the {len(at['keys'])} prompts of {at['label']} answered are kept in {at['jsonl']}: rerun the "
+            "same command to continue")
+
+
 def main(argv=None):
+    at, sigterm = {}, signal.signal(signal.SIGTERM, interrupted)
     try:
-        return run(parse_config(argv))
+        return run(parse_config(argv), at)
     except (CheckpointError, lora.AdapterError, data.DataError) as e:
         sys.exit(f"error: {e}")
     except Stopped as e:
         print(e)
     except KeyboardInterrupt:
-        sys.exit("error: interrupted; results.json and results.md were not written. Every finished batch is in "
-                 "<out-root>/eval/<model>.jsonl: rerun the same command to go on from there")
+        sys.exit(f"error: interrupted; {go_on(at)}")
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import data
 import lora
 import plan
 import tinyworld
-from cli import check_limits, config_parser
+from cli import check_limits, config_parser, interrupted
 from model import CheckpointError, Llama, ModelArgs, read_json, resolve_device
 
 
@@ -623,10 +623,6 @@ def claim_out(cfg):
     with open(lock, "w") as f:
         f.write(str(os.getpid()))
     return lock
-
-
-def interrupted(*_):
-    raise KeyboardInterrupt  # SIGTERM (a scheduler, `kill`) ends a run the way Ctrl-C does
 
 
 def main(argv=None):

@@ -3,9 +3,11 @@ evaluates something other than what was asked, and no finished result is overwri
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 import torch
@@ -378,6 +380,61 @@ def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint
     msg = error_of(train.main, stage1(micro_world, out, "--max-steps", "4"))
     assert "checkpoint.tmp: could not write the checkpoint of step 3 ([Errno 28] No space left on device)" in msg
     assert train.checkpoint_step(out) == 2 and not os.path.exists(os.path.join(out, "checkpoint.tmp"))
+
+
+def eval_argv(w, out_root, *extra):
+    return ["--model", w["base"], "--asqa", w["asqa"], "--max-rows", "2", "--instruction-items", "0",
+            "--max-new-tokens", "4", "--batch-tokens", "1", "--out-root", str(out_root), *extra]  # 8 batches of 1
+
+
+def test_ctrl_c_in_eval_is_one_line_saying_what_is_kept(micro_world, tmp_path, monkeypatch):
+    calls, real = {"n": 0}, ev.generate
+
+    def gen(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(ev, "generate", gen)
+    jsonl = str(tmp_path / "eval" / "base.jsonl")
+    msg = error_of(ev.main, eval_argv(micro_world, tmp_path))
+    assert msg == f"error: interrupted; 3 of the 8 prompts of base answered are kept in {jsonl}: rerun the same command to continue"
+    monkeypatch.undo()
+    assert ev.main(eval_argv(micro_world, tmp_path))["base"]["n_rows"] == 2
+
+
+SLOW_EVAL = """import sys, time
+sys.path.insert(0, {root!r})
+import eval as ev
+real = ev.generate
+def slow(*a, **k):
+    time.sleep(0.5)  # a batch that takes a while: the signal comes mid-run
+    return real(*a, **k)
+ev.generate = slow
+ev.main(sys.argv[1:])
+"""
+
+
+def test_sigterm_in_eval_is_one_line_and_a_rerun_continues(micro_world, tmp_path):
+    argv, jsonl = eval_argv(micro_world, tmp_path), tmp_path / "eval" / "base.jsonl"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_EVAL.format(root=ROOT), *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        deadline = time.time() + 120
+        while not (jsonl.exists() and jsonl.read_bytes().count(b"\n")) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=120)[1].decode()
+    finally:
+        proc.kill()
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    msg = err[err.index("error: "):]
+    assert msg.endswith("\n") and "\n" not in msg[:-1], err  # one line, the last
+    assert msg.startswith("error: interrupted; ") and msg.endswith(
+        f" of the 8 prompts of base answered are kept in {jsonl}: rerun the same command to continue\n"), msg
+    kept = int(msg.split("; ")[1].split()[0])
+    assert 1 <= kept < 8 and len(jsonl.read_text().splitlines()) == kept
+    assert ev.main(argv)["base"]["n_rows"] == 2 and len(jsonl.read_text().splitlines()) == 8
 
 
 # ---- class 8: eval survives a prompt longer than the model's positions ----
