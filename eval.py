@@ -12,11 +12,11 @@ its unknown question (answered by a sibling passage: the right reply is 'Not Pro
 Both are always computed and printed; --scoring picks which leads the table. Strict metrics, the error
 breakdown, the stage-1 (Sufficient/Insufficient) view and instruction adherence come beside them.
 
-Nothing is lost to an interruption (Ctrl-C, SIGTERM): prompts run in batches of at most --batch-tokens
-KV-cache tokens, and each batch's records are appended to out/eval/<model>.jsonl as it ends. Rerun the same
-command and it skips every prompt already answered (a prompt_key hashes the model's files, the decoding
-settings and the prompt), recomputes nothing for a finished model, and writes the files an uninterrupted run
-would have (given the same --batch-tokens: the same batches).
+Nothing is lost to an interruption (Ctrl-C, SIGTERM, a full disk): prompts run in batches of at most
+--batch-tokens KV-cache tokens, and each batch's records are appended to out/eval/<model>.jsonl as it ends
+(whole lines or none). Rerun the same command and it skips every prompt already answered (a prompt_key
+hashes the model's files, the decoding settings and the prompt), recomputes nothing for a finished model, and
+writes the files an uninterrupted run would have (given the same --batch-tokens: the same batches).
 
 A trained run is rebuilt as its lineage.json records (lora.load_trained): stage 1 under a stage-2 adapter is
 a frozen fp32 branch, or merged into the weights if that run was trained with train.py --merge-stage1.
@@ -38,7 +38,8 @@ import lora
 import plan
 import tinyworld
 from cli import check_limits, config_parser, interrupted
-from model import CheckpointError, Llama, ModelArgs, generate, read_config, resolve_device, token_batches
+from model import (CheckpointError, Llama, ModelArgs, WriteError, append_text, generate, read_config, resolve_device,
+                   token_batches, write_text)
 
 
 @dataclass
@@ -257,6 +258,10 @@ def record(name, prompt, key, output, hit_limit):
     return rec
 
 
+def jsonl(records):
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
 def read_jsonl(path):
     """(the records of a <model>.jsonl, how many of its lines are unreadable). Appends end each line with \n
     (json escapes it inside strings): a last line without it was cut off by an interrupted write."""
@@ -291,7 +296,7 @@ def read_done(path, keys):
               [f"{stale} line(s) of another model, settings or prompt"] * bool(stale)
         print(f"{path}: dropping {' and '.join(why)}; their prompts run again (the file as it was: {path}.old)")
         os.replace(path, path + ".old")  # never lose outputs: another model's may be all that is left of it
-        data.write_jsonl(path, list(done.values()))
+        write_text(path, jsonl(done.values()))
     return done
 
 
@@ -318,24 +323,19 @@ def answer_all(cfg, name, prompts, keys, path, load_model, tok, eos_id, budget, 
         print(f"{len(batches)} batches of at most {budget} KV-cache tokens (--batch-tokens), {len(todo)} to run"
               + (f"; {len(done)} of {len(prompts)} prompts already in {path}" if done else ""))
         model = load_model()
-        with open(path, "a", encoding="utf-8") as f, tqdm(todo, desc="generate") as bar:  # bar closed on Ctrl-C too
+        with tqdm(todo, desc="generate") as bar:  # closed (its line ended) on an interruption too
             for batch in bar:
                 # a batch cut off halfway runs whole again: the same batch gives the same tokens
                 outs = generate(model, [prompts[i][3] for i in batch], cfg.max_new_tokens, eos_id,
                                 batch_size=len(batch), autocast=autocast)
-                lines = []
-                for i, new in zip(batch, outs):
-                    if keys[i] not in done:
-                        done[keys[i]] = record(name, prompts[i], keys[i], tok.decode(new),
-                                                len(new) >= cfg.max_new_tokens)
-                        lines.append(json.dumps(done[keys[i]], ensure_ascii=False) + "\n")
-                f.write("".join(lines))
-                f.flush()
-                os.fsync(f.fileno())
+                new = {keys[i]: record(name, prompts[i], keys[i], tok.decode(out), len(out) >= cfg.max_new_tokens)
+                       for i, out in zip(batch, outs) if keys[i] not in done}
+                append_text(path, jsonl(new.values()), sync=True)  # whole lines or none (a full disk: WriteError)
+                done.update(new)
                 after_batch()
         del model
     records = [record(name, p, k, done[k]["output"], done[k]["hit_token_limit"]) for p, k in zip(prompts, keys)]
-    data.write_jsonl(path, records)  # the finished file, in prompt order
+    write_text(path, jsonl(records))  # the finished file, in prompt order
     return records
 
 
@@ -468,11 +468,9 @@ def run(cfg: EvalConfig, at=None):
                              batch_budget(cfg, args, device, dtype), autocast, after_batch)
         results[name], labels[name] = summarize(records, prefix), label
     md = table(results, labels, cfg)
-    with open(os.path.join(out_dir, "results.json.tmp"), "w") as f:
-        json.dump({"config": dataclasses.asdict(cfg), "results": results}, f, indent=1)
-    os.replace(os.path.join(out_dir, "results.json.tmp"), os.path.join(out_dir, "results.json"))
-    with open(os.path.join(out_dir, "results.md"), "w") as f:
-        f.write(md + "\n")
+    write_text(os.path.join(out_dir, "results.json"),
+               json.dumps({"config": dataclasses.asdict(cfg), "results": results}, indent=1))
+    write_text(os.path.join(out_dir, "results.md"), md + "\n")
     print(md)
     return results
 
@@ -510,6 +508,8 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     except Stopped as e:
         print(e)
+    except WriteError as e:  # a full disk: what was written before is whole
+        sys.exit(f"error: {e}; free disk space; {go_on(at)}")
     except KeyboardInterrupt:
         sys.exit(f"error: interrupted; {go_on(at)}")
     finally:

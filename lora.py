@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from model import open_safetensors, read_json
+from model import open_safetensors, read_json, write_file, write_text
 
 # lm_head is a target PEFT knows too; the tiny world needs it (see train.py's tiny preset), Llama-2 does not.
 SUPPORTED_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
@@ -178,16 +178,14 @@ def save_adapter(model, path, base_model_name_or_path=None):
         raise AdapterError("the model has no trainable LoRA layers to save; call apply_lora first")
     os.makedirs(path, exist_ok=True)
     tensors = {PEFT_PREFIX + k: v.detach().contiguous() for k, v in lora_state_dict(model).items()}
-    tmp = os.path.join(path, "adapter_model.safetensors.tmp")
-    save_file(tensors, tmp, metadata={"format": "pt"})
-    os.replace(tmp, os.path.join(path, "adapter_model.safetensors"))
     config = dict(peft_type="LORA", task_type="CAUSAL_LM", base_model_name_or_path=base_model_name_or_path,
                   **model.lora_config, bias="none", fan_in_fan_out=False, inference_mode=True,
                   init_lora_weights=True, use_rslora=False, use_dora=False, modules_to_save=None,
                   layers_to_transform=None, layers_pattern=None, rank_pattern={}, alpha_pattern={})
-    with open(os.path.join(path, "adapter_config.json.tmp"), "w") as f:
-        json.dump(config, f, indent=2)
-    os.replace(os.path.join(path, "adapter_config.json.tmp"), os.path.join(path, "adapter_config.json"))
+    write_text(os.path.join(path, "adapter_config.json"), json.dumps(config, indent=2))
+    # the tensors last: train.py takes them for a finished run, and each file is whole or absent (write_file)
+    write_file(os.path.join(path, "adapter_model.safetensors"),
+               lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
 
 
 def read_adapter_config(path):
@@ -264,8 +262,8 @@ def write_lineage(path, base, merged=(), merge=False):
     branches (train.py's default), true for merged into the weights in their dtype (--merge-stage1). Paths are
     stored relative to `path` so a whole out/ tree can be moved."""
     rel = lambda p: os.path.relpath(os.path.abspath(p), os.path.abspath(path))
-    with open(os.path.join(path, "lineage.json"), "w") as f:
-        json.dump({"base": rel(base), "merged": [rel(m) for m in merged], "merge": bool(merge)}, f, indent=2)
+    lin = {"base": rel(base), "merged": [rel(m) for m in merged], "merge": bool(merge)}
+    write_text(os.path.join(path, "lineage.json"), json.dumps(lin, indent=2))
 
 
 def read_lineage(path):

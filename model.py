@@ -539,7 +539,8 @@ class Llama(nn.Module):
 
     def save_pretrained(self, path, max_shard_bytes=5 * 1024**3):
         """Write config.json + model.safetensors (or shards + index) that transformers loads as they are.
-        Each file is written under a temporary name then renamed, so a crash never leaves a torn file."""
+        Each file is written under a temporary name then renamed (write_file), so a crash never leaves a torn
+        file; the weights come after config.json, a shard index after the shards."""
         os.makedirs(path, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
         if self.args.tie_word_embeddings:
@@ -553,18 +554,17 @@ class Llama(nn.Module):
                 size = 0
             shards[-1][k] = v
             size += n
+        write_text(os.path.join(path, "config.json"), json.dumps(self.args.to_config(dtype), indent=2))
         if len(shards) == 1:
             names = ["model.safetensors"]
         else:
             names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+        for name, shard in zip(names, shards):
+            write_file(os.path.join(path, name), lambda tmp: save_file(shard, tmp, metadata={"format": "pt"}))
+        if len(shards) > 1:  # last: it names the shards, which are all there now
             index = {"metadata": {"total_size": sum(v.numel() * v.element_size() for v in state.values())},
                      "weight_map": {k: name for name, shard in zip(names, shards) for k in shard}}
-            _atomic_write(os.path.join(path, "model.safetensors.index.json"), json.dumps(index, indent=2))
-        for name, shard in zip(names, shards):
-            tmp = os.path.join(path, name + ".tmp")
-            save_file(shard, tmp, metadata={"format": "pt"})
-            os.replace(tmp, os.path.join(path, name))
-        _atomic_write(os.path.join(path, "config.json"), json.dumps(self.args.to_config(dtype), indent=2))
+            write_text(os.path.join(path, "model.safetensors.index.json"), json.dumps(index, indent=2))
 
     def num_params(self):
         return sum(p.numel() for p in self.parameters())
@@ -578,10 +578,45 @@ def mark_unbacked(x, dim):
         mark(x, dim)
 
 
-def _atomic_write(file, text):
-    with open(file + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(file + ".tmp", file)
+class WriteError(OSError):
+    """A file we could not write (a full disk); the message names it, the scripts add how to go on."""
+
+
+def write_file(file, write):
+    """The one way a result file is written: write(tmp) fills file + ".tmp", which then replaces `file`, so a
+    crash or a full disk never leaves a torn `file` that looks complete. A failed write removes the .tmp and
+    raises WriteError naming `file`."""
+    tmp = file + ".tmp"
+    try:
+        write(tmp)
+        os.replace(tmp, file)
+    except (OSError, SafetensorError) as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise WriteError(f"{file}: could not write it ({str(e).splitlines()[0]})") from None
+
+
+def write_text(file, text):
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    write_file(file, write)
+
+
+def append_text(file, text, sync=False):
+    """Add `text` (whole lines) at the end of `file` (flushed; fsync'ed with sync=True). On a failure (a full
+    disk) the file is cut back to where it was, so no torn line is left, and WriteError names it."""
+    size = os.path.getsize(file) if os.path.exists(file) else 0
+    try:
+        with open(file, "a", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            if sync:
+                os.fsync(f.fileno())
+    except OSError as e:
+        if os.path.exists(file):
+            os.truncate(file, size)
+        raise WriteError(f"{file}: could not write it ({str(e).splitlines()[0]})") from None
 
 
 def read_config(path) -> dict:

@@ -34,7 +34,8 @@ import lora
 import plan
 import tinyworld
 from cli import check_limits, config_parser, interrupted
-from model import CheckpointError, Llama, ModelArgs, read_json, resolve_device
+from model import (CheckpointError, Llama, ModelArgs, WriteError, append_text, read_json, resolve_device, write_file,
+                   write_text)
 
 
 @dataclass
@@ -231,9 +232,11 @@ def train_tokenizer(cfg, records, out):
                              "--whole-words") from None
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "tokenizer.model")
-    with open(path + ".tmp", "wb") as f:
-        f.write(model.getvalue())
-    os.replace(path + ".tmp", path)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(model.getvalue())
+    write_file(path, write)
     return data.Tokenizer(path)
 
 
@@ -520,15 +523,15 @@ def train(cfg: TrainConfig):
         for name in CHECKPOINT_DIRS:
             shutil.rmtree(os.path.join(cfg.out, name), ignore_errors=True)
     step = load_checkpoint(cfg.out, params, opt, sched) if cfg.resume else 0
+    metrics = os.path.join(cfg.out, "metrics.jsonl")
     if main:
-        with open(os.path.join(cfg.out, "train_config.json"), "w") as f:
-            json.dump(dataclasses.asdict(cfg), f, indent=1)
-    metrics = open(os.path.join(cfg.out, "metrics.jsonl"), "a" if cfg.resume else "w") if main else None
+        write_text(os.path.join(cfg.out, "train_config.json"), json.dumps(dataclasses.asdict(cfg), indent=1))
+        if not cfg.resume:
+            write_text(metrics, "")
 
     def log(**row):
         if main:
-            metrics.write(json.dumps(row) + "\n")
-            metrics.flush()
+            append_text(metrics, json.dumps(row) + "\n")
 
     def validate():
         loss = torch.zeros(2, device=device)  # summed loss, answer tokens
@@ -586,15 +589,25 @@ def train(cfg: TrainConfig):
             return None  # simulated interruption: the checkpoint is all that is left
     bar.close()
     if main:
-        if cfg.stage == 0:
-            model.save_pretrained(cfg.out)
-        else:
-            lora.save_adapter(model, cfg.out, base_model_name_or_path=os.path.abspath(base_dir))
-            lora.write_lineage(cfg.out, base_dir, merged, merge=cfg.merge_stage1)
+        save_result(cfg, model, base_dir, merged)
         print(f"saved {cfg.out}")
     if world > 1:
         dist.barrier()
     return model
+
+
+def save_result(cfg, model, base_dir, merged):
+    """The finished run's files, each whole or absent (model.write_file). The weights, which mark a run finished
+    (claim_out), go last, and an earlier run's are removed first: a save cut short (a full disk) leaves an
+    unfinished run, whose checkpoint of the last step --resume saves again."""
+    weights = os.path.join(cfg.out, "model.safetensors" if cfg.stage == 0 else "adapter_model.safetensors")
+    if os.path.exists(weights):
+        os.remove(weights)
+    if cfg.stage == 0:
+        model.save_pretrained(cfg.out)
+    else:
+        lora.write_lineage(cfg.out, base_dir, merged, merge=cfg.merge_stage1)
+        lora.save_adapter(model, cfg.out, base_model_name_or_path=os.path.abspath(base_dir))
 
 
 def claim_out(cfg):
@@ -625,6 +638,15 @@ def claim_out(cfg):
     return lock
 
 
+def go_on(cfg):
+    """How a run that stopped short goes on: from its checkpoint (--resume), or from the start."""
+    if cfg:
+        recover_checkpoint(cfg.out)
+    step = checkpoint_step(cfg.out) if cfg else None
+    return (f"the checkpoint of step {step} is kept in {cfg.out}/checkpoint: rerun the same command with --resume"
+            if step is not None else "no checkpoint was saved yet: rerun the command")
+
+
 def main(argv=None):
     cfg, lock = None, None
     sigterm = signal.signal(signal.SIGTERM, interrupted)
@@ -637,13 +659,10 @@ def main(argv=None):
         train(cfg)
     except (CheckpointError, lora.AdapterError, data.DataError, TrainError) as e:
         sys.exit(f"error: {e}")
+    except WriteError as e:  # a full disk: what was written before is whole
+        sys.exit(f"error: {e}; free disk space; {go_on(cfg)}")
     except KeyboardInterrupt:
-        if cfg:
-            recover_checkpoint(cfg.out)
-        step = checkpoint_step(cfg.out) if cfg else None
-        sys.exit("error: interrupted; " + (f"the checkpoint of step {step} is kept in {cfg.out}/checkpoint: rerun the "
-                                           "same command with --resume" if step is not None else
-                                           "no checkpoint was saved yet: rerun the command"))
+        sys.exit(f"error: interrupted; {go_on(cfg)}")
     finally:
         signal.signal(signal.SIGTERM, sigterm)
         if lock and os.path.exists(lock):

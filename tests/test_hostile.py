@@ -1,5 +1,6 @@
 """A hostile but realistic user: every failure is one line naming the file or flag and the fix, no run trains or
 evaluates something other than what was asked, and no finished result is overwritten by accident (issue 15)."""
+import errno
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from safetensors.torch import load_file
 
 import cli
 import eval as ev
+import lora
 import model
 import train
 
@@ -382,9 +384,97 @@ def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint
     assert train.checkpoint_step(out) == 2 and not os.path.exists(os.path.join(out, "checkpoint.tmp"))
 
 
+def disk_full(monkeypatch, name, at=1):
+    """The `at`-th opening for writing of a file whose name starts with `name` (its .tmp too) fills the disk: half
+    of what is written reaches the file, then ENOSPC."""
+    real, calls = open, {"n": 0}
+
+    def fake_open(file, mode="r", *a, **k):
+        f = real(file, mode, *a, **k)
+        if ("w" in mode or "a" in mode) and os.path.basename(str(file)).startswith(name):
+            calls["n"] += 1
+            if calls["n"] == at:
+                write = f.write
+
+                def full(text):
+                    write(text[:len(text) // 2])
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                f.write = full
+        return f
+    monkeypatch.setattr("builtins.open", fake_open)
+
+
+def safetensors_disk_full(monkeypatch, module):
+    """module.save_file writes half a file, then ENOSPC."""
+    real = module.save_file
+
+    def full(tensors, file, *a, **k):
+        real(tensors, file, *a, **k)
+        os.truncate(file, os.path.getsize(file) // 2)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(module, "save_file", full)
+
+
+FULL = "could not write it ([Errno 28] No space left on device); free disk space; "
+
+
+@pytest.mark.parametrize("name, at, kept", [
+    ("adapter_model.safetensors", 1, 3), ("adapter_config.json", 1, 3), ("lineage.json", 1, 3),
+    ("metrics.jsonl", 3, 1),  # the append of step 2 (the 1st opening empties it, the 2nd appends step 1)
+    ("train_config.json", 1, None),  # at the start: nothing saved yet
+])
+def test_disk_full_while_saving_a_run_is_one_line_and_leaves_no_torn_file(micro_world, run1, tmp_path, monkeypatch,
+                                                                         name, at, kept):
+    out = str(tmp_path / "o")
+    if name == "adapter_model.safetensors":
+        safetensors_disk_full(monkeypatch, lora)
+    else:
+        disk_full(monkeypatch, name, at)
+    msg = error_of(train.main, stage1(micro_world, out, "--max-steps", "3"))
+    assert msg == f"error: {out}/{name}: {FULL}" + (
+        f"the checkpoint of step {kept} is kept in {out}/checkpoint: rerun the same command with --resume" if kept
+        else "no checkpoint was saved yet: rerun the command")
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]  # no torn file, under any name
+    assert not os.path.exists(os.path.join(out, "adapter_model.safetensors"))  # the run does not look finished
+    monkeypatch.undo()
+    train.main(stage1(micro_world, out, "--max-steps", "3", *["--resume"] * bool(kept)))
+    assert steps(out) == [1, 2, 3]  # the failed append left no torn line nor an extra row
+    a, b = adapter(run1), adapter(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_disk_full_while_saving_the_base_of_stage_0_is_one_line(micro_world, tmp_path, monkeypatch):
+    safetensors_disk_full(monkeypatch, model)
+    out = tmp_path / "base0"
+    msg = error_of(train.main, stage0(micro_world, tmp_path, None, None, "--max-steps", "2"))
+    assert msg == (f"error: {out}/model.safetensors: {FULL}the checkpoint of step 2 is kept in {out}/checkpoint: "
+                   "rerun the same command with --resume")
+    assert not os.path.exists(out / "model.safetensors") and not os.path.exists(out / "model.safetensors.tmp")
+    monkeypatch.undo()
+    train.main(stage0(micro_world, tmp_path, None, None, "--max-steps", "2", "--resume"))
+    assert model.Llama.from_pretrained(str(out)).args.hidden_size == 32
+
+
 def eval_argv(w, out_root, *extra):
     return ["--model", w["base"], "--asqa", w["asqa"], "--max-rows", "2", "--instruction-items", "0",
             "--max-new-tokens", "4", "--batch-tokens", "1", "--out-root", str(out_root), *extra]  # 8 batches of 1
+
+
+@pytest.mark.parametrize("name, at", [("base.jsonl", 3), ("results.json", 1), ("results.md", 1)])
+def test_disk_full_while_evaluating_is_one_line_and_a_rerun_finishes(micro_world, tmp_path, monkeypatch, name, at):
+    argv, jsonl = eval_argv(micro_world, tmp_path), str(tmp_path / "eval" / "base.jsonl")
+    disk_full(monkeypatch, name, at)
+    msg = error_of(ev.main, argv)
+    kept = 2 if name == "base.jsonl" else 8  # the third batch's append failed; else every prompt was answered
+    assert msg == (f"error: {tmp_path}/eval/{name}: {FULL}{kept} of the 8 prompts of base answered are kept in "
+                   f"{jsonl}: rerun the same command to continue")
+    assert not [f for f in os.listdir(tmp_path / "eval") if f.endswith(".tmp")]
+    assert not os.path.exists(tmp_path / "eval" / "results.json") or name == "results.md"
+    assert len([json.loads(line) for line in open(jsonl)]) == kept  # whole lines only
+    monkeypatch.undo()
+    results = ev.main(argv)
+    assert results["base"]["n_rows"] == 2 and len(open(jsonl).readlines()) == 8
+    assert json.load(open(tmp_path / "eval" / "results.json"))["results"] == json.loads(json.dumps(results))
 
 
 def test_ctrl_c_in_eval_is_one_line_saying_what_is_kept(micro_world, tmp_path, monkeypatch):
