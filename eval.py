@@ -38,8 +38,8 @@ import lora
 import plan
 import tinyworld
 from cli import check_limits, config_parser, interrupted
-from model import (CheckpointError, Llama, ModelArgs, WriteError, append_text, generate, read_config, resolve_device,
-                   token_batches, write_text)
+from model import (CheckpointError, Llama, ModelArgs, WriteError, append_text, file_digest, generate, read_config,
+                   resolve_device, token_batches, write_text)
 
 
 @dataclass
@@ -218,11 +218,7 @@ def model_files(dirs):
                                                         "model.safetensors.index.json")) or not os.path.isfile(p):
                 continue
             st = os.stat(p)
-            if st.st_size > HASH_LIMIT:
-                files[f] = f"{st.st_size} bytes, mtime {st.st_mtime_ns}"
-            else:
-                with open(p, "rb") as fh:
-                    files[f] = hashlib.sha256(fh.read()).hexdigest()
+            files[f] = f"{st.st_size} bytes, mtime {st.st_mtime_ns}" if st.st_size > HASH_LIMIT else file_digest(p)
         out.append(files)
     return out
 
@@ -359,10 +355,13 @@ def find_models(cfg):
         return [(name, name, cfg.adapter or cfg.model, None)]
     found = [(n, label, os.path.join(cfg.out_root, n), paper) for n, label, _, paper in RUNS[1:]
              if os.path.isdir(os.path.join(cfg.out_root, n))]
-    bases = sorted({lora.read_lineage(path)["base"] for _, _, path, _ in found}) or [tinyworld.BASE]
+    lineages = {path: lora.read_lineage(path) for _, _, path, _ in found}
+    bases = sorted({lin["base"] for lin in lineages.values()}) or [tinyworld.BASE]
     if len(bases) > 1:
         raise CheckpointError(f"{cfg.out_root}: its runs were trained on different bases ({', '.join(bases)}); "
                               "evaluate each with --model BASE --adapter RUN")
+    for path, lin in lineages.items():  # before any model runs: each on its base as it was trained
+        lora.check_base(path, lin)
     if os.path.isdir(bases[0]):  # the base row: the model the runs were trained on
         found.insert(0, ("base", RUNS[0][1], bases[0], RUNS[0][3]))
     if not found:

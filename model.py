@@ -9,6 +9,7 @@ targets are the names users already type (q_proj, v_proj). This file knows nothi
     loss = model.loss(tokens, labels)           # labels aligned with tokens, -100 = no loss (shifted inside)
     new_tokens = generate(model, [ids1, ids2], max_new_tokens=150, eos_id=2)
 """
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -617,6 +618,45 @@ def append_text(file, text, sync=False):
         if os.path.exists(file):
             os.truncate(file, size)
         raise WriteError(f"{file}: could not write it ({str(e).splitlines()[0]})") from None
+
+
+MiB = 2**20
+
+
+def file_digest(file, whole=64 * MiB, pieces=16):
+    """sha256 (hex) of a file's bytes, read whole up to `whole` bytes. A larger file (a 7B's weights, 13 GB) is
+    known, in a few MiB read, by its size and `pieces` evenly spaced MiB, the first and the last among them: a
+    rewrite that changes its size, its safetensors header (every tensor's name, dtype, shape and offset) or any
+    sampled MiB changes the digest; one that changes only bytes between the samples does not."""
+    size = os.path.getsize(file)
+    h = hashlib.sha256()
+    with open(file, "rb") as f:
+        if size <= whole:
+            h.update(f.read())
+        else:
+            h.update(f"{size} bytes, {pieces} MiB samples\n".encode())
+            for i in range(pieces):
+                f.seek((size - MiB) * i // (pieces - 1))
+                h.update(f.read(MiB))
+    return h.hexdigest()
+
+
+def base_identity(path):
+    """{file: file_digest} of what a base model is: its config.json, weights (*.safetensors and the shard index)
+    and tokenizer. lineage.json and train_config.json record it, so that a base rebuilt or re-downloaded under
+    the same path is told apart from the one a run was trained on."""
+    return {f: file_digest(os.path.join(path, f)) for f in sorted(os.listdir(path))
+            if f.endswith(".safetensors") or f in ("config.json", "model.safetensors.index.json", "tokenizer.model",
+                                                   "tokenizer.json")}
+
+
+def base_changes(path, recorded):
+    """The files of the base directory `path` that differ from `recorded` (a base_identity written earlier);
+    [] when nothing was recorded (a run from before the record) or the directory is gone (loading it says so)."""
+    if not recorded or not os.path.isdir(path):
+        return []
+    now = base_identity(path)
+    return sorted(f for f in recorded.keys() | now.keys() if recorded.get(f) != now.get(f))
 
 
 def read_config(path) -> dict:

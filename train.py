@@ -34,8 +34,8 @@ import lora
 import plan
 import tinyworld
 from cli import check_limits, config_parser, interrupted
-from model import (CheckpointError, Llama, ModelArgs, WriteError, append_text, read_json, resolve_device, write_file,
-                   write_text)
+from model import (CheckpointError, Llama, ModelArgs, WriteError, append_text, base_changes, base_identity, read_json,
+                   resolve_device, write_file, write_text)
 
 
 @dataclass
@@ -386,6 +386,10 @@ def check_resume(cfg):
     if changed:
         raise TrainError(f"{file}: --resume with a changed configuration ({', '.join(changed)}); resume with the "
                          "recorded values, or start over with --overwrite or another --out")
+    changed = base_changes(cfg.model, recorded.get("base_identity")) if cfg.stage else []
+    if changed:
+        raise TrainError(f"{cfg.model}: {', '.join(changed)} changed since the run in {cfg.out} started on it ({file} "
+                         "records their digests); restore that base to --resume, or start over with --overwrite")
 
 
 def cosine_with_warmup(opt, warmup, total):
@@ -523,9 +527,11 @@ def train(cfg: TrainConfig):
         for name in CHECKPOINT_DIRS:
             shutil.rmtree(os.path.join(cfg.out, name), ignore_errors=True)
     step = load_checkpoint(cfg.out, params, opt, sched) if cfg.resume else 0
+    identity = base_identity(base_dir) if cfg.stage else None  # the base's files as this run loaded them
     metrics = os.path.join(cfg.out, "metrics.jsonl")
     if main:
-        write_text(os.path.join(cfg.out, "train_config.json"), json.dumps(dataclasses.asdict(cfg), indent=1))
+        write_text(os.path.join(cfg.out, "train_config.json"), json.dumps(
+            {**dataclasses.asdict(cfg), **({"base_identity": identity} if identity else {})}, indent=1))
         if not cfg.resume:
             write_text(metrics, "")
 
@@ -589,14 +595,14 @@ def train(cfg: TrainConfig):
             return None  # simulated interruption: the checkpoint is all that is left
     bar.close()
     if main:
-        save_result(cfg, model, base_dir, merged)
+        save_result(cfg, model, base_dir, merged, identity)
         print(f"saved {cfg.out}")
     if world > 1:
         dist.barrier()
     return model
 
 
-def save_result(cfg, model, base_dir, merged):
+def save_result(cfg, model, base_dir, merged, identity):
     """The finished run's files, each whole or absent (model.write_file). The weights, which mark a run finished
     (claim_out), go last, and an earlier run's are removed first: a save cut short (a full disk) leaves an
     unfinished run, whose checkpoint of the last step --resume saves again."""
@@ -606,7 +612,7 @@ def save_result(cfg, model, base_dir, merged):
     if cfg.stage == 0:
         model.save_pretrained(cfg.out)
     else:
-        lora.write_lineage(cfg.out, base_dir, merged, merge=cfg.merge_stage1)
+        lora.write_lineage(cfg.out, base_dir, merged, merge=cfg.merge_stage1, identity=identity)
         lora.save_adapter(model, cfg.out, base_model_name_or_path=os.path.abspath(base_dir))
 
 

@@ -586,6 +586,85 @@ def test_init_and_adapter_trained_on_another_base_are_refused(micro_world, run1,
     assert "lineage.json" in msg and f"pass --model {os.path.normpath(w['base'])}" in msg
 
 
+def rebuild(base, change):
+    """The base's weights rewritten under the same path, as `python train.py --stage 0` does."""
+    file = os.path.join(base, "model.safetensors")
+    tensors = load_file(file)
+    change(tensors)
+    model.save_file(tensors, file, metadata={"format": "pt"})
+
+
+def test_a_base_changed_since_training_is_refused_everywhere_it_is_used(micro_world, tmp_path):
+    w = micro_world
+    base, run = copy(w["base"], tmp_path / "base"), str(tmp_path / "out" / "stage1")
+    train.main(["--stage", "1", "--model", base, "--asqa", w["asqa"], "--out", run, "--max-steps", "1",
+                "--micro-batch", "2", "--grad-accum", "1", "--max-records", "8", "--val-share", "0"])
+    recorded = json.load(open(os.path.join(run, "lineage.json")))["base_identity"]
+    assert set(recorded) == {"config.json", "model.safetensors", "tokenizer.model"}
+    rebuild(base, lambda t: None)  # the same bytes written again (a new mtime): the same base
+    assert lora.require_base(run, base, "--adapter")["base"] == base
+    rebuild(base, lambda t: t["model.norm.weight"].add_(1.0))
+    refusal = (f"error: {base}: model.safetensors changed since {run} was trained on it ({run}/lineage.json records "
+               f"their digests); restore the base it was trained on, or retrain {run} on this one (--overwrite)")
+    assert error_of(train.main, ["--stage", "2", "--init", run, "--model", base, "--hotpot", w["hotpot"],
+                                 "--out", str(tmp_path / "s2"), "--preset", "micro"]) == refusal
+    assert error_of(ev.main, ["--model", base, "--adapter", run, "--asqa", w["asqa"]]) == refusal
+    evals = tmp_path / "out" / "eval"
+    assert error_of(ev.main, ["--out-root", str(tmp_path / "out"), "--asqa", w["asqa"], "--hotpot", w["hotpot"]]) == refusal
+    assert not evals.exists() or not os.listdir(evals)  # refused before any model ran, the base row included
+    edit_json(os.path.join(base, "config.json"), lambda c: c.update(rms_norm_eps=2e-5))
+    assert f"{base}: config.json, model.safetensors changed since" in error_of(
+        ev.main, ["--model", base, "--adapter", run, "--asqa", w["asqa"]])
+    edit_json(os.path.join(run, "lineage.json"), lambda lin: lin.pop("base_identity"))  # written before the record
+    results = ev.main(["--model", base, "--adapter", run, "--asqa", w["asqa"], "--max-rows", "1", "--max-new-tokens",
+                       "2", "--instruction-items", "0", "--out-root", str(tmp_path / "out2")])
+    assert results["stage1"]["n_rows"] == 1  # known by path only, as before: it loads
+
+
+def test_resume_on_a_changed_base_is_refused(micro_world, tmp_path):
+    w = micro_world
+    base, out = copy(w["base"], tmp_path / "base"), str(tmp_path / "cut")
+    args = ["--stage", "1", "--model", base, "--asqa", w["asqa"], "--out", out, "--max-steps", "2", "--micro-batch",
+            "2", "--grad-accum", "1", "--max-records", "8", "--val-share", "0", "--save-every", "1"]
+    train.main(args + ["--stop-after", "1"])
+    os.rename(os.path.join(base, "tokenizer.model"), os.path.join(tmp_path, "tokenizer.model"))
+    shutil.copy(os.path.join(w["base"], "tokenizer.model"), base)  # a copy: the same bytes, accepted
+    rebuild(base, lambda t: t["model.norm.weight"].mul_(2.0))
+    msg = error_of(train.main, args + ["--resume"])
+    assert msg == (f"error: {base}: model.safetensors changed since the run in {out} started on it "
+                   f"({out}/train_config.json records their digests); restore that base to --resume, or start over "
+                   "with --overwrite")
+    edit_json(os.path.join(out, "train_config.json"), lambda c: c.pop("base_identity"))  # written before the record
+    train.main(args + ["--resume"])
+    assert steps(out) == [1, 2]
+
+
+def test_file_digest_of_a_large_file_samples_it(tmp_path):
+    """Over `whole` bytes a file is known by its size and 16 evenly spaced MiB: a change there is seen, one
+    between the samples is not (documented in model.file_digest); below, it is its sha256."""
+    f = tmp_path / "w.bin"
+    f.write_bytes(os.urandom(40 * model.MiB))
+    d = model.file_digest(str(f), whole=model.MiB)
+    assert model.file_digest(str(f)) != d  # whole: a plain sha256
+    for offset in (0, 20, 40 * model.MiB - 1):
+        with open(f, "r+b") as fh:
+            fh.seek(offset)
+            b = fh.read(1)
+            fh.seek(offset)
+            fh.write(bytes([b[0] ^ 1]))
+        assert model.file_digest(str(f), whole=model.MiB) != d
+        with open(f, "r+b") as fh:
+            fh.seek(offset)
+            fh.write(b)
+    with open(f, "r+b") as fh:  # between the first two samples (0-1 MiB and ~2.5-3.5 MiB): not seen
+        fh.seek(2 * model.MiB)
+        fh.write(b"\0" * 8)
+    assert model.file_digest(str(f), whole=model.MiB) == d
+    with open(f, "ab") as fh:
+        fh.write(b"\0")
+    assert model.file_digest(str(f), whole=model.MiB) != d
+
+
 def test_init_without_an_adapter_is_refused(micro_world, tmp_path):
     w = micro_world
     for init in (w["base"], str(tmp_path)):
