@@ -392,6 +392,14 @@ def check_resume(cfg):
                          "records their digests); restore that base to --resume, or start over with --overwrite")
 
 
+def read_rows(metrics):
+    """metrics.jsonl's whole rows (lines); a last line torn by an interruption is left out."""
+    if not os.path.exists(metrics):
+        return []
+    with open(metrics, encoding="utf-8") as f:
+        return [line for line in f if line.endswith("\n")]
+
+
 def cosine_with_warmup(opt, warmup, total):
     """transformers' get_cosine_schedule_with_warmup (LLaMA-Factory's default), as a LambdaLR."""
     def factor(step):
@@ -534,6 +542,8 @@ def train(cfg: TrainConfig):
             {**dataclasses.asdict(cfg), **({"base_identity": identity} if identity else {})}, indent=1))
         if not cfg.resume:
             write_text(metrics, "")
+        else:  # the steps after the checkpoint run again: their rows (an interruption's) must not appear twice
+            write_text(metrics, "".join(r for r in read_rows(metrics) if json.loads(r)["step"] <= step))
 
     def log(**row):
         if main:

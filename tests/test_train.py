@@ -76,6 +76,15 @@ def test_killed_and_resumed_run_ends_bit_identical(micro_world, tmp_path):
     assert [m["step"] for m in read_metrics(cut) if "loss" in m] == list(range(1, 7))
 
 
+def test_resume_logs_each_step_once_when_stopped_between_checkpoints(micro_world, tmp_path):
+    """Stopped at step 3 with the checkpoint of step 2: step 3 runs again on --resume and is logged once."""
+    cut = str(tmp_path / "cut")
+    train.main(stage1_args(micro_world, cut, "--max-steps", "6", "--save-every", "2", "--stop-after", "3"))
+    assert [m["step"] for m in read_metrics(cut) if "loss" in m] == [1, 2, 3]
+    train.main(stage1_args(micro_world, cut, "--max-steps", "6", "--save-every", "2", "--resume"))
+    assert [m["step"] for m in read_metrics(cut) if "loss" in m] == list(range(1, 7))
+
+
 def test_accumulated_micro_batches_give_the_one_big_batch_gradient(micro_world):
     model = lora.apply_lora(Llama.from_pretrained(micro_world["base"]))
     with torch.no_grad():
