@@ -621,6 +621,26 @@ def test_a_base_changed_since_training_is_refused_everywhere_it_is_used(micro_wo
     assert results["stage1"]["n_rows"] == 1  # known by path only, as before: it loads
 
 
+def test_a_stage1_retrained_under_a_stage2_run_is_refused(micro_world, tmp_path):
+    """Stage 2 stands on the stage-1 adapter as it was: a stage 1 retrained into the same directory afterwards
+    would silently change the stage-2 model, so eval refuses it, naming the adapter and the fix."""
+    w = micro_world
+    s1, s2 = str(tmp_path / "out" / "stage1"), str(tmp_path / "out" / "stage2")
+    s1_args = ["--stage", "1", "--model", w["base"], "--asqa", w["asqa"], "--out", s1, "--max-steps", "1",
+               "--micro-batch", "2", "--grad-accum", "1", "--max-records", "8", "--val-share", "0"]
+    train.main(s1_args)
+    train.main(["--stage", "2", "--init", s1, "--model", w["base"], "--hotpot", w["hotpot"], "--out", s2,
+                "--preset", "micro"])
+    assert lora.check_base(s2, lora.read_lineage(s2))  # unchanged: accepted
+    train.main(s1_args + ["--seed", "1", "--overwrite"])  # another stage 1 (another init) in the same place
+    msg = error_of(ev.main, ["--model", w["base"], "--adapter", s2, "--asqa", w["asqa"]])
+    assert msg == (f"error: {s1}/adapter_model.safetensors: changed since {s2} was trained on top of it "
+                   f"({s2}/lineage.json records its digest); restore that adapter, or retrain {s2} on this one "
+                   "(--overwrite)")
+    edit_json(os.path.join(s2, "lineage.json"), lambda lin: lin.pop("merged_digests"))  # written before the record
+    assert lora.check_base(s2, lora.read_lineage(s2))
+
+
 def test_resume_on_a_changed_base_is_refused(micro_world, tmp_path):
     w = micro_world
     base, out = copy(w["base"], tmp_path / "base"), str(tmp_path / "cut")
