@@ -346,7 +346,8 @@ KINDS = {"a string": lambda v: isinstance(v, str), "a string or null": lambda v:
              isinstance(p, list) and len(p) == 2 and (p[0] is None or isinstance(p[0], str)) and isinstance(p[1], str)
              for p in v),
          "eval or qa": lambda v: v in ("eval", "qa"), "true or false": lambda v: isinstance(v, bool),
-         "an int from 0 to 4": lambda v: type(v) is int and 0 <= v <= 4}
+         "an int from 0 to 4": lambda v: type(v) is int and 0 <= v <= 4, "1 or 2": lambda v: v in (1, 2)
+         and type(v) is int}
 
 
 def _need(obj, field, path, where, kind=None, fix="fix the file (or download it again)"):
@@ -593,9 +594,10 @@ def base_records(corpus_path):
     """Stage 0 (tiny world only): the base model's instruction data, one JSON object per line, either a
     question answered from passages, {"question", "answer", "passages": [[title or null, text]], "template":
     "eval" | "qa", optional "prefix" (eval: with TASK_ASSIGNMENT_PREFIX), "request" and "slot" (qa: a format
-    request in slot I{slot})}, or a general skill such as copying, {"instruction", "output"}. The answer is
-    always in the passages, so the base learns to answer, never to refuse: the paper's diagnosis. A line that
-    is not such an object is refused with its number."""
+    request in slot I{slot})}, or a general skill such as copying, {"instruction", "output"}; either may say
+    "phase": 2 (train.py's second phase, --polish-steps; default 1). The answer is always in the passages, so
+    the base learns to answer, never to refuse: the paper's diagnosis. A line that is not such an object is
+    refused with its number."""
     text = _read_text(corpus_path, "stage 0 reads the tiny world's base_corpus.jsonl (python tinyworld.py writes "
                                    "it); leave out --base-corpus for data/tiny's")
     out = []
@@ -612,9 +614,10 @@ def base_records(corpus_path):
             raise DataError(f"{corpus_path}: {where} is {json.dumps(qa)[:40]}, not a JSON object; each line must be "
                             'one {"question", "answer", "passages", "template"} or {"instruction", "output"}')
         fix = "fix the line (python tinyworld.py writes the tiny world's corpus)"
+        phase = _need(qa, "phase", corpus_path, where, "1 or 2", fix) if "phase" in qa else 1
         if "instruction" in qa:
             prompt, output = (_need(qa, field, corpus_path, where, "a string", fix) for field in ("instruction", "output"))
-            out.append(dict(id=f"base{n}", prompt=prompt, context="", output=output))
+            out.append(dict(id=f"base{n}", prompt=prompt, context="", output=output, phase=phase))
             continue
         for field, kind in (("question", "a string"), ("answer", "a string"),
                             ("passages", "a non-empty list of [title or null, text]"), ("template", "eval or qa")):
@@ -626,10 +629,11 @@ def base_records(corpus_path):
                             for title, text in qa["passages"])
         if qa["template"] == "eval":
             prompt = eval_prompt(qa["question"], context, task_prefix=qa.get("prefix", False))
-            out.append(dict(id=f"base{n}", prompt=prompt, context=context, output=qa["answer"], format="raw"))
+            out.append(dict(id=f"base{n}", prompt=prompt, context=context, output=qa["answer"], format="raw",
+                            phase=phase))
         else:
             prompt = instruction_prompt(TASK_QA, qa["question"], context, qa.get("request", ""), qa.get("slot", 0))
-            out.append(dict(id=f"base{n}", prompt=prompt, context=context, output=qa["answer"]))
+            out.append(dict(id=f"base{n}", prompt=prompt, context=context, output=qa["answer"], phase=phase))
     if not out:
         raise DataError(f"{corpus_path}: holds no records; stage 0 needs one JSON object per line (python "
                         "tinyworld.py writes the tiny world's)")

@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import random
+import re
 
 import data
 
@@ -129,6 +130,28 @@ KINDS = {
 }
 
 
+# Stage 0's second phase ("polish", train.py --polish-steps) asks the second fact (the eight-word value) this
+# often, the year the rest: after the first phase the base copied every year but guessed the values from their
+# prior (v9, README); a probe from that base on questions over one passage, three quarters of them about the
+# value, taught the values (72% after 1000 steps at lr 5e-4) and kept every year.
+VALUE_SHARE = 0.75
+COPY_SHARE = 0.05
+
+
+def _sentences(text):
+    """A prompt's sentences, its slots ({I0}, {task_assignment}) and its QUESTION/CONTEXTS/ANSWER fields dropped."""
+    text = re.sub(r"\{I\d\}|User:\{task_assignment\}|\n\nQUESTION:.*", "", text, flags=re.S)
+    return [s.strip() + "." for s in text.replace("\n", " ").split(".") if s.strip()]
+
+
+# Stage 0's English to copy: the prompt sentences it already reads (system prompt, the evaluation prompt, TASK_QA)
+# and its own format requests, never one that says 'Not Provided' or judges sufficiency. Copied a few at a time,
+# one per line, they give the base the skill a CHECKING review rests on (reading a prompt's sentences back)
+# without the review itself.
+COPY_ENGLISH = sorted({s for text in (data.EVAL_SYSTEM, data.EVAL_USER, data.TASK_QA, *(r for r, _ in FORMAT_REQUESTS))
+                       for s in _sentences(text) if "sufficient" not in s and "Provided" not in s})
+
+
 # Stage 0 keeps only this share of its harder records (several passages, ten paragraphs, copying), drawn at
 # random: with every one of them (about half the corpus, most of its answer tokens) the base never learned to
 # copy a value out of a passage in 4000 steps; with a quarter it does within 600 (README, tiny world).
@@ -176,7 +199,27 @@ def corpus_records(rng, names, count):
     return out
 
 
-def generate(seed=0, names=160, asqa_names=120, hotpot_items=400, corpus_draws=8000, avoid=""):
+def polish_records(rng, names, count):
+    """Stage 0's second phase ("phase": 2): `count` questions over one passage, as in corpus_records, the value
+    asked with probability VALUE_SHARE; and, each with probability COPY_SHARE instead, a copy of 2-5 sentences
+    of COPY_ENGLISH."""
+    out = []
+    for _ in range(count):
+        if rng.random() < COPY_SHARE:
+            sentences = rng.sample(COPY_ENGLISH, rng.randint(2, 5))
+            out.append(dict(instruction=COPY_REQUEST + "\n\n" + " ".join(sentences), output="\n".join(sentences),
+                            phase=2))
+            continue
+        e = make_entity(rng, rng.choice(names), rng.choice(sorted(KINDS)))
+        question, answer, _value = e["facts"][rng.random() < VALUE_SHARE]
+        template = rng.choice(["eval", "qa"])
+        out.append(dict(question=question, answer=answer, template=template,
+                        passages=[[e["title"], " ".join(e["sentences"])]],
+                        **({"prefix": rng.random() < 0.5} if template == "eval" else {}), phase=2))
+    return out
+
+
+def generate(seed=0, names=160, asqa_names=120, hotpot_items=400, corpus_draws=8000, polish_draws=8000, avoid=""):
     """Return (asqa, hotpot, corpus, names) for one seed; the same seed always gives the same world. One pool
     of `names` serves every part, each draw with facts drawn afresh: ASQA gives `asqa_names` of them one
     record each, a HotpotQA item asks about one and uses nine others as distractors, stage 0 draws from all.
@@ -193,7 +236,7 @@ def generate(seed=0, names=160, asqa_names=120, hotpot_items=400, corpus_draws=8
     for k in range(hotpot_items):
         gold, *distractors = (make_entity(rng, n, rng.choice(sorted(KINDS))) for n in rng.sample(pool, 10))
         hotpot.append(hotpot_item(rng, k, gold, distractors))
-    return asqa, hotpot, corpus_records(rng, pool, corpus_draws), pool
+    return asqa, hotpot, corpus_records(rng, pool, corpus_draws) + polish_records(rng, pool, polish_draws), pool
 
 
 def fixed_text():

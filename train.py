@@ -90,6 +90,8 @@ class TrainConfig:
     num_layers: int = 4
     num_heads: int = 4
     tie_embeddings: bool = False  # one matrix for embed_tokens and lm_head (SmolLM2 does; Llama-2 does not)
+    polish_steps: int = 0  # after the first phase, this many steps on the corpus's "phase": 2 records (fresh AdamW)
+    polish_lr: float = 5e-4  # peak learning rate of the second phase's cosine schedule
 
 
 # The paper's values are the dataclass defaults; stage 2 changes lr and epochs. `tiny` stage 0 is the shipped
@@ -106,7 +108,7 @@ ALL_LINEAR = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 TINY_TARGETS = ALL_LINEAR + ",lm_head"
 PRESETS = {
     "paper": {1: {}, 2: dict(lr=5e-5, epochs=5)},
-    "tiny": {0: dict(lr=2e-3, max_steps=4000, micro_batch=16, grad_accum=1, warmup_ratio=0.03, val_share=0.01,
+    "tiny": {0: dict(lr=2e-3, max_steps=4000, polish_steps=2000, polish_lr=5e-4, micro_batch=16, grad_accum=1, warmup_ratio=0.03, val_share=0.01,
                      hidden_size=256, num_layers=4, num_heads=8, tie_embeddings=True, save_every=100,
                      adam_beta2=0.95),
              1: dict(lr=3e-3, epochs=3, lora_r=16, lora_targets=TINY_TARGETS),
@@ -134,8 +136,8 @@ class TrainError(RuntimeError):
 
 LIMITS = {**dict.fromkeys(("micro_batch", "grad_accum", "lora_r", "cutoff_len", "save_every", "max_records", "n_items",
                             "vocab_size", "hidden_size", "num_layers", "num_heads"), ">= 1"),
-          **dict.fromkeys(("epochs", "max_steps", "stop_after", "weight_decay", "memory_gb"), ">= 0"),
-          **dict.fromkeys(("lr", "lora_alpha", "grad_clip"), "> 0"),
+          **dict.fromkeys(("epochs", "max_steps", "stop_after", "weight_decay", "memory_gb", "polish_steps"), ">= 0"),
+          **dict.fromkeys(("lr", "lora_alpha", "grad_clip", "polish_lr"), "> 0"),
           **dict.fromkeys(("val_share", "lora_dropout", "adam_beta2"), "in [0, 1)"),
           **dict.fromkeys(("revision_share", "warmup_ratio"), "in [0, 1]"),
           "device": "auto, cpu or cuda[:N] (with a visible GPU)"}
@@ -350,6 +352,7 @@ def checkpoint_step(out):
 
 
 def load_checkpoint(out, params, opt, sched):
+    """The checkpoint's step, after loading its weights, RNG and (unless opt is None) optimizer and schedule."""
     recover_checkpoint(out)
     path = os.path.join(out, "checkpoint")
     if not os.path.isdir(path):
@@ -363,8 +366,9 @@ def load_checkpoint(out, params, opt, sched):
         # load_state_dict moves each optimizer state to its parameter's device (this rank's), and the RNG state
         # must be a CPU tensor anyway.
         state = torch.load(os.path.join(path, "state.pt"), map_location="cpu", weights_only=False)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        if opt is not None:
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
     except (OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError, SafetensorError) as e:
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -472,11 +476,15 @@ def train(cfg: TrainConfig):
     memory = memory_to_plan(cfg, device)  # before any weight is on the device: the plan counts the weights
     base_dir, merged = cfg.model, []
     if cfg.stage == 0:  # full-parameter training from scratch, fp32 master weights
-        tok = train_tokenizer(cfg, records, cfg.out) if main else None
+        # the first phase's text only: the second phase's (--polish-steps) holds no word the first lacks
+        tok = train_tokenizer(cfg, [r for r in records if r["phase"] == 1], cfg.out) if main else None
         if world > 1:
             dist.barrier()
             tok = data.Tokenizer(os.path.join(cfg.out, "tokenizer.model"))
         model = new_base_model(cfg, tok).to(device)
+        # padded batches, not loss()'s packing: the same loss to rounding, but packing changes bf16's rounding,
+        # and the shipped base's first phase was trained padded (its metrics.jsonl: a rebuild repeats it bit for bit)
+        model.packed = False
         dtype, template = torch.float32, data.TEMPLATES["llama2"]  # the tiny world's base speaks llama2
     else:
         if not os.path.isdir(base_dir) and base_dir == tinyworld.BASE:
@@ -507,6 +515,11 @@ def train(cfg: TrainConfig):
     if cfg.compile:
         model.compile_blocks()  # two graphs a run: with grad (training) and without (validation)
 
+    polish = [r for r in records if r.get("phase") == 2] if cfg.polish_steps else []
+    records = [r for r in records if r.get("phase", 1) == 1]
+    if cfg.polish_steps and not polish:
+        raise data.DataError(f'{cfg.base_corpus}: --polish-steps {cfg.polish_steps} needs records with "phase": 2; '
+                             "none there (python tinyworld.py writes them), or pass --polish-steps 0")
     samples, dropped = data.tokenize_records(tok, records, cfg.cutoff_len, template, cfg.truncation)
     if not samples:
         raise data.DataError(f"every one of {len(records)} records is longer than --cutoff-len {cfg.cutoff_len}")
@@ -514,27 +527,45 @@ def train(cfg: TrainConfig):
     n_val = math.ceil(cfg.val_share * len(samples)) if cfg.val_share > 0 else 0
     val, trn = [samples[i] for i in order[:n_val]], [samples[i] for i in order[n_val:]]
     per_step = cfg.micro_batch * cfg.grad_accum
-    steps_per_epoch = math.ceil(len(trn) / per_step)
-    total = cfg.max_steps or steps_per_epoch * cfg.epochs
+    # phases: (training samples, steps, peak lr); a second one (stage 0's --polish-steps) starts a fresh AdamW
+    phases = [(trn, cfg.max_steps or math.ceil(len(trn) / per_step) * cfg.epochs, cfg.lr)]
+    if polish:
+        phases.append((data.tokenize_records(tok, polish, cfg.cutoff_len, template, cfg.truncation)[0],
+                       cfg.polish_steps, cfg.polish_lr))
+    bounds = [sum(n for _, n, _ in phases[:i + 1]) for i in range(len(phases))]  # the last step of each phase
+    total = bounds[-1]
 
     if main:
         print(f"{len(records)} records ({template.name} chat template) -> {len(trn)} train / {len(val)} val samples, "
               f"{dropped} dropped "
-              f"(longer than {cfg.cutoff_len} tokens even with the context cut); {total} steps of {per_step}; "
+              f"(longer than {cfg.cutoff_len} tokens even with the context cut); {total} steps of {per_step}"
+              + (f" ({bounds[0]}, then {cfg.polish_steps} on {len(phases[1][0])} phase-2 samples at lr "
+                 f"{cfg.polish_lr})" if polish else "") + "; "
               f"{lora.num_trainable(model):,} trainable of {model.num_params():,} parameters on {device}")
         report = data.truncation_report(tok, records, cfg.cutoff_len, template, name=cfg.data)
         if report:  # both rules, whichever this run uses (--truncation)
             print(report)
 
     params = {k: p for k, p in model.named_parameters() if p.requires_grad}
-    opt = torch.optim.AdamW(params.values(), lr=cfg.lr, betas=(0.9, cfg.adam_beta2), weight_decay=cfg.weight_decay,
-                            fused=device.type == "cuda")
-    sched = cosine_with_warmup(opt, math.ceil(cfg.warmup_ratio * total), total)
+
+    def optimizer(phase):  # each phase: a fresh AdamW and its own warm-up and cosine decay
+        _, steps, lr = phases[phase]
+        opt = torch.optim.AdamW(params.values(), lr=lr, betas=(0.9, cfg.adam_beta2), weight_decay=cfg.weight_decay,
+                                fused=device.type == "cuda")
+        return opt, cosine_with_warmup(opt, math.ceil(cfg.warmup_ratio * steps), steps)
+
     os.makedirs(cfg.out, exist_ok=True)
     if main and not cfg.resume:  # a new run: an earlier run's checkpoint must never be resumed into it
         for name in CHECKPOINT_DIRS:
             shutil.rmtree(os.path.join(cfg.out, name), ignore_errors=True)
-    step = load_checkpoint(cfg.out, params, opt, sched) if cfg.resume else 0
+    if cfg.resume:
+        recover_checkpoint(cfg.out)
+    at = (checkpoint_step(cfg.out) or 0) if cfg.resume else 0
+    phase = sum(at >= b for b in bounds[:-1])  # a checkpoint at a phase's last step resumes into the next
+    opt, sched = optimizer(phase)
+    # at a phase boundary the checkpoint's optimizer is the finished phase's: the next one starts fresh
+    step = load_checkpoint(cfg.out, params, *((opt, sched) if at not in bounds[:-1] else (None, None))) \
+        if cfg.resume else 0
     identity = base_identity(base_dir) if cfg.stage else None  # the base's files as this run loaded them
     metrics = os.path.join(cfg.out, "metrics.jsonl")
     if main:
@@ -565,7 +596,12 @@ def train(cfg: TrainConfig):
     bar = tqdm(total=total, initial=step, desc=f"stage {cfg.stage} ({cfg.data})", disable=not main)
     t0, tokens_seen = time.time(), 0
     while step < total:
-        epoch, batch = batch_at(step, trn, per_step, cfg.seed)
+        if step == bounds[phase]:  # the next phase
+            phase += 1
+            opt, sched = optimizer(phase)
+        trn, start = phases[phase][0], bounds[phase] - phases[phase][1]
+        steps_per_epoch = math.ceil(len(trn) / per_step)
+        epoch, batch = batch_at(step - start, trn, per_step, cfg.seed + 1000 * phase)
         # Normalise by the answer tokens of the whole global batch: the sum of the micro-batch gradients is
         # then exactly the gradient of one big batch's mean loss, however the answers' lengths differ.
         n_tok = sum(n_answer_tokens(s) for s in batch)
@@ -592,7 +628,7 @@ def train(cfg: TrainConfig):
         log(step=step, epoch=epoch, loss=loss, lr=lr, answer_tokens_per_s=rate, peak_mem_mb=peak)
         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{rate:.0f}")
         bar.update()
-        end_of_epoch = step % steps_per_epoch == 0 or step == total
+        end_of_epoch = (step - start) % steps_per_epoch == 0 or step in bounds
         if end_of_epoch and val:
             v = validate()
             log(step=step, epoch=epoch, val_loss=v)

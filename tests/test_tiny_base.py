@@ -20,10 +20,8 @@ def test_shipped_base_loads_and_its_tokenizer_matches_its_config():
     assert os.path.getsize(os.path.join(BASE, "model.safetensors")) <= 30 * 2**20
 
 
-# The shipped base copies every year out of the passage but guesses the eight-word values (README, tiny
-# world): 60.4% known accuracy on the test split, so the paper's precondition (>= 75%) is not met yet.
-# strict=True: the day a rebuilt base meets it, this test reports XPASS as a failure, and the marker must go.
-@pytest.mark.xfail(strict=True, reason="the shipped base does not yet meet the known-accuracy precondition")
+# The shipped base reads the passage: 86.5% known accuracy on the test split, every year and most of the
+# eight-word values (README, tiny world); the precondition is >= 75%.
 def test_shipped_base_answers_known_questions_from_the_passage_and_never_refuses(tmp_path):
     """The paper's preconditions on 50 test rows: known accuracy >= 75% (it reads the passage) and at most
     10% of unknown questions refused (it answers them anyway: the answer bias US-Tuning removes)."""
@@ -36,4 +34,5 @@ def test_shipped_base_answers_known_questions_from_the_passage_and_never_refuses
     verdicts = [(p[2], ev.judge(p[2], tok.decode(o), p[4])) for o, p in zip(outputs, prompts)]
     known = sum(v["known_ok_answer"] for kind, v in verdicts if kind == "known")
     refused = sum(v["refused_answer"] for kind, v in verdicts if kind == "unknown")
+    print(f"known {known}/50, unknown refused {refused}/50")
     assert len(verdicts) == 100 and known >= 0.75 * 50 and refused <= 0.10 * 50, (known, refused)
