@@ -17,7 +17,7 @@ ablations:
 test:
 	$(PY) -m pytest -q tests
 
-# Rebuild the shipped base tiny/base from scratch (stage 0; about an hour on 2 cores, byte-identical).
+# Rebuild the shipped base tiny/base from scratch (stage 0, two phases; about 45 min on 2 cores, byte-identical).
 base:
 	$(PY) train.py --stage 0
 

@@ -96,14 +96,16 @@ class TrainConfig:
 
 # The paper's values are the dataclass defaults; stage 2 changes lr and epochs. `tiny` stage 0 is the shipped
 # base's recipe, chosen among the variants in the README's tiny-world section (tied embeddings, 4 layers of
-# d 256, AdamW beta2 0.95: the first setting whose base copied the passage's years within the budget). Its
-# stages 1-2 put a rank-16 LoRA on all seven linear layers and on lm_head at lr 3e-3. lm_head because the
-# tiny base never wrote the method's words ("Sufficient", "CHECKING", the requirement sentences): its residual
-# stream is large (RMS 100-3000 at answer positions) and the seven block linears alone could not turn it
-# towards them; overfitting 8 stage-1 samples for 40 steps ended at 1.0 nats/token without lm_head (lr 3e-3 or
-# 1e-2, alpha 16 to 512) and at 0.001 with it (full fine-tuning: 0.001). Stage 1 then reaches val loss 0.19 in
-# 3 epochs (without lm_head: 0.85 after 10). Stage 2 at 6 epochs ends at val loss 2.9 (without lm_head, 3
-# epochs: 5.8; on a GPU, 30 epochs without lm_head: 1.08): still not learned (README). micro is for CI only.
+# d 256, AdamW beta2 0.95: the first setting whose base copied the passage's years within the budget; then a
+# second phase, tilted towards the eight-word values, that taught the base to copy them too). Its stages 1-2
+# put a rank-16 LoRA on all seven linear layers and on lm_head. lm_head because the tiny base never wrote the
+# method's words ("Sufficient", "CHECKING", the requirement sentences): its residual stream is large (RMS
+# 100-3000 at answer positions) and the seven block linears alone could not turn it towards them;
+# overfitting 8 stage-1 samples for 40 steps ended at 1.0 nats/token without lm_head (lr 3e-3 or 1e-2, alpha
+# 16 to 512) and at 0.001 with it (full fine-tuning: 0.001). Measured on the v12 base (README): stage 1 at lr
+# 3e-3 judged 69.9% of the test Cognition prompts right after 3 epochs (val 0.174) and 96.2% after 6 (val
+# 0.026); lr 1e-2, 3 epochs: 63.7%. Stage 2 for 3 epochs ended at val 2.74 (lr 3e-3), 1.63 (alpha 64), 1.38
+# (lr 1e-2), 1.68 (lr 2e-2); for 6 epochs at 1.18 (lr 3e-3) and 0.71 (lr 1e-2). micro is for CI only.
 ALL_LINEAR = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 TINY_TARGETS = ALL_LINEAR + ",lm_head"
 PRESETS = {
@@ -111,8 +113,8 @@ PRESETS = {
     "tiny": {0: dict(lr=2e-3, max_steps=4000, polish_steps=2000, polish_lr=5e-4, micro_batch=16, grad_accum=1, warmup_ratio=0.03, val_share=0.01,
                      hidden_size=256, num_layers=4, num_heads=8, tie_embeddings=True, save_every=100,
                      adam_beta2=0.95),
-             1: dict(lr=3e-3, epochs=3, lora_r=16, lora_targets=TINY_TARGETS),
-             2: dict(lr=3e-3, epochs=6, lora_r=16, lora_targets=TINY_TARGETS)},
+             1: dict(lr=3e-3, epochs=6, lora_r=16, lora_targets=TINY_TARGETS),
+             2: dict(lr=1e-2, epochs=6, lora_r=16, lora_targets=TINY_TARGETS)},
     # `make smol`: SmolLM2-135M-Instruct (tools/get_smollm2.py) on the tiny world's files, sized for <= 90 min on
     # 2 cores. Stage 1: the first 600 records (paper 1000), 5% held out; stage 2: 120 HotpotQA items (paper 300)
     # for 3 epochs (paper 5): the CHECKING format is the same in every target, so epochs over fewer items teach
