@@ -110,9 +110,9 @@ ALL_LINEAR = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 TINY_TARGETS = ALL_LINEAR + ",lm_head"
 PRESETS = {
     "paper": {1: {}, 2: dict(lr=5e-5, epochs=5)},
-    "tiny": {0: dict(lr=2e-3, max_steps=4000, polish_steps=2000, polish_lr=5e-4, micro_batch=16, grad_accum=1, warmup_ratio=0.03, val_share=0.01,
-                     hidden_size=256, num_layers=4, num_heads=8, tie_embeddings=True, save_every=100,
-                     adam_beta2=0.95),
+    "tiny": {0: dict(lr=2e-3, max_steps=4000, polish_steps=2000, polish_lr=5e-4, micro_batch=16, grad_accum=1,
+                     warmup_ratio=0.03, val_share=0.01, hidden_size=256, num_layers=4, num_heads=8,
+                     tie_embeddings=True, save_every=100, adam_beta2=0.95),
              1: dict(lr=3e-3, epochs=6, lora_r=16, lora_targets=TINY_TARGETS),
              2: dict(lr=1e-2, epochs=6, lora_r=16, lora_targets=TINY_TARGETS)},
     # `make smol`: SmolLM2-135M-Instruct (tools/get_smollm2.py) on the tiny world's files, sized for <= 90 min on
