@@ -2,6 +2,7 @@
 
     python eval.py                                    # every model found under out/, on the tiny world
     python eval.py --model Llama-2-7b-chat-hf --asqa ASQA.json --adapter out/stage2 [--split all]
+    python eval.py --adapter out/stage2               # one run of train.py, on the base its lineage.json names
 
 Each benchmark row is asked twice over the same passage: its known question (answer in the passage) and
 its unknown question (answered by a sibling passage: the right reply is 'Not Provided').
@@ -45,7 +46,7 @@ from model import (CheckpointError, Llama, ModelArgs, WriteError, append_text, f
 @dataclass
 class EvalConfig:
     model: str = ""  # base checkpoint; default: the tiny world's shipped tiny/base
-    adapter: str = ""  # a trained directory (lineage.json) or any PEFT LoRA adapter for --model
+    adapter: str = ""  # a directory train.py wrote (its lineage.json names the base: --model may be left out), or any PEFT LoRA adapter for --model
     asqa: str = ""  # default data/tiny/ASQA.json
     hotpot: str = ""  # for instruction adherence; default data/tiny/hotpot_train_v1.1.json
     out_root: str = "out"  # where trained models are found and out/eval is written
@@ -350,7 +351,12 @@ def summarize(records, prefix):
 
 def find_models(cfg):
     """(name, label, directory, authors' numbers) for the given model, or for each run present under out/."""
-    if cfg.model:
+    if cfg.adapter and not cfg.model:  # a train.py run alone: its lineage.json names its base
+        if not os.path.isfile(os.path.join(cfg.adapter, "lineage.json")):
+            raise CheckpointError(f"{cfg.adapter}: no lineage.json, so its base is unknown; pass --model BASE "
+                                  "(a PEFT adapter) or a directory train.py wrote")
+        lora.check_base(cfg.adapter, lora.read_lineage(cfg.adapter))
+    if cfg.model or cfg.adapter:
         name = os.path.basename(os.path.normpath(cfg.adapter)) if cfg.adapter else "base"
         return [(name, name, cfg.adapter or cfg.model, None)]
     found = [(n, label, os.path.join(cfg.out_root, n), paper) for n, label, _, paper in RUNS[1:]

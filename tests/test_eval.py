@@ -2,6 +2,8 @@
 import json
 import os
 
+import pytest
+
 import eval as ev
 
 CHECK = ("\nCHECKING:\nQuestion Answering Task: You need to do the Task Prompt for the following query and context."
@@ -84,6 +86,17 @@ def test_end_to_end_table_rows_match_models_and_jsonl_verdicts_match_numbers(mic
         assert len([r for r in recs if r["task"] == "instruction"]) == 4
         assert m["task_prefix"] == (name != "base")
         assert f"{ev.fmt(m['answer']['known'])} / {ev.fmt(m['answer']['unknown'])} / {ev.fmt(m['answer']['f1'])}" in md
+
+    # --adapter alone: the run on the base its lineage.json names, the same outputs as found under out/
+    alone = tmp_path / "alone"
+    again = ev.main(["--adapter", str(out / "stage2"), "--asqa", w["asqa"], "--hotpot", w["hotpot"],
+                     "--out-root", str(alone), "--max-rows", "6", "--instruction-items", "4",
+                     "--instruction-start", "30", "--max-new-tokens", "24"])
+    assert list(again) == ["stage2"] and again["stage2"] == saved["stage2"]
+    outputs = lambda f: [json.loads(line)["output"] for line in open(f)]
+    assert outputs(alone / "eval" / "stage2.jsonl") == outputs(out / "eval" / "stage2.jsonl")
+    with pytest.raises(SystemExit, match="no lineage.json, so its base is unknown; pass --model BASE"):
+        ev.main(["--adapter", str(tmp_path), "--asqa", w["asqa"], "--out-root", str(alone)])
 
 
 def test_checking_well_formed_needs_every_requirement_in_order_with_a_mark():
