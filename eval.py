@@ -46,7 +46,7 @@ from model import (CheckpointError, Llama, ModelArgs, WriteError, append_text, f
 @dataclass
 class EvalConfig:
     model: str = ""  # base checkpoint; default: the tiny world's shipped tiny/base
-    adapter: str = ""  # a directory train.py wrote (its lineage.json names the base: --model may be left out), or any PEFT LoRA adapter for --model
+    adapter: str = ""  # a train.py run (its lineage.json names the base; --model optional) or a PEFT adapter for --model
     asqa: str = ""  # default data/tiny/ASQA.json
     hotpot: str = ""  # for instruction adherence; default data/tiny/hotpot_train_v1.1.json
     out_root: str = "out"  # where trained models are found and out/eval is written
@@ -473,11 +473,26 @@ def run(cfg: EvalConfig, at=None):
                              batch_budget(cfg, args, device, dtype), autocast, after_batch)
         results[name], labels[name] = summarize(records, prefix), label
     md = table(results, labels, cfg)
+    keep_other_table(out_dir, results)
     write_text(os.path.join(out_dir, "results.json"),
                json.dumps({"config": dataclasses.asdict(cfg), "results": results}, indent=1))
     write_text(os.path.join(out_dir, "results.md"), md + "\n")
     print(md)
     return results
+
+
+def keep_other_table(out_dir, results):
+    """A table of other models (the demo's, before `--adapter out/stage2` alone) is kept as results.*.old."""
+    file = os.path.join(out_dir, "results.json")
+    try:
+        before = json.load(open(file, encoding="utf-8"))["results"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # none, or not a table this script wrote: nothing worth keeping
+    if isinstance(before, dict) and set(before) != set(results):
+        for name in ("results.json", "results.md"):
+            if os.path.exists(os.path.join(out_dir, name)):
+                os.replace(os.path.join(out_dir, name), os.path.join(out_dir, name + ".old"))
+        print(f"{file}: the table of {', '.join(before)} is kept as results.json.old / results.md.old")
 
 
 LIMITS = {"max_new_tokens": ">= 1",

@@ -97,6 +97,13 @@ def test_end_to_end_table_rows_match_models_and_jsonl_verdicts_match_numbers(mic
     assert outputs(alone / "eval" / "stage2.jsonl") == outputs(out / "eval" / "stage2.jsonl")
     with pytest.raises(SystemExit, match="no lineage.json, so its base is unknown; pass --model BASE"):
         ev.main(["--adapter", str(tmp_path), "--asqa", w["asqa"], "--out-root", str(alone)])
+    assert not os.path.exists(alone / "eval" / "results.json.old")
+    # ... and in out/, beside the whole table: that table is kept, not overwritten
+    whole = {f: (out / "eval" / f).read_bytes() for f in ("results.json", "results.md")}
+    ev.main(["--adapter", str(out / "stage2"), "--asqa", w["asqa"], "--hotpot", w["hotpot"], "--out-root", str(out),
+             "--max-rows", "6", "--instruction-items", "4", "--instruction-start", "30", "--max-new-tokens", "24"])
+    assert {f: (out / "eval" / (f + ".old")).read_bytes() for f in whole} == whole
+    assert list(json.load(open(out / "eval" / "results.json"))["results"]) == ["stage2"]
 
 
 def test_checking_well_formed_needs_every_requirement_in_order_with_a_mark():
