@@ -4,9 +4,10 @@
     python tools/read_probe.py --model /tmp/base_v9 --items 32
 
 On held-out HotpotQA items (the instruction-adherence items eval.py uses: from 300 on), teacher-forced, the
-gold answer sentence ("Fuke plays soul music.") after three prompts of the same item: TASK_QA (the prompt
+gold answer sentence ("Fuke plays soul music.") after five prompts of the same item: TASK_QA (the prompt
 the stage-0 corpus answers over ten paragraphs), TASK_PROMPT (stage 2's prompt, without an instruction),
-and TASK_QA over the answering paragraph alone. Printed per prompt: how often the greedy choice at the
+and TASK_QA over fewer paragraphs: the answering one and the first three, or one, of the others (in the
+item's order), and the answering one alone. Printed per prompt: how often the greedy choice at the
 answer's first word is the asked entity's name (copied from the question: the nine other paragraphs are
 about other names), how often every later answer token is the greedy choice given the right name (the
 entity's fact read out of its paragraph), and the most frequent wrong first words.
@@ -55,12 +56,18 @@ def main(argv=None):
     print(f"{cfg.model}: {len(items)} items from {cfg.start}; precision: {why}")
     model, tok = Llama.from_pretrained(cfg.model).eval(), data.Tokenizer(cfg.model)
     template = data.chat_template(cfg.model)
+    def some(it, k):  # the answering paragraph and the first k - 1 others, in the item's order
+        texts, (gold, *_) = data.hotpot_paragraphs(it)
+        keep = sorted([gold] + [i for i in range(len(texts)) if i != gold][:k - 1])
+        return data.instruction_prompt(data.TASK_QA, it["question"], "\n".join(texts[i] for i in keep))
+
     prompts = {
         "TASK_QA, ten paragraphs": lambda it: data.instruction_prompt(data.TASK_QA, it["question"], data.hotpot_context(it)),
         "TASK_PROMPT, ten paragraphs": lambda it: data.instruction_prompt(data.TASK_PROMPT, it["question"],
                                                                           data.hotpot_context(it)),
-        "TASK_QA, its paragraph alone": lambda it: data.instruction_prompt(
-            data.TASK_QA, it["question"], data.hotpot_paragraphs(it)[0][data.hotpot_paragraphs(it)[1][0]]),
+        "TASK_QA, four paragraphs": lambda it: some(it, 4),
+        "TASK_QA, two paragraphs": lambda it: some(it, 2),
+        "TASK_QA, its paragraph alone": lambda it: some(it, 1),
     }
     for name, build in prompts.items():
         results = [probe(model, tok, template, build(it), it["answer"], autocast) for it in items]
