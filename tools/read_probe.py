@@ -56,6 +56,7 @@ def main(argv=None):
     print(f"{cfg.model}: {len(items)} items from {cfg.start}; precision: {why}")
     model, tok = Llama.from_pretrained(cfg.model).eval(), data.Tokenizer(cfg.model)
     template = data.chat_template(cfg.model)
+
     def some(it, k):  # the answering paragraph and the first k - 1 others, in the item's order
         texts, (gold, *_) = data.hotpot_paragraphs(it)
         keep = sorted([gold] + [i for i in range(len(texts)) if i != gold][:k - 1])
