@@ -1,5 +1,6 @@
 """tools/read_probe.py scores the answer's first word and the rest at the right positions (teacher-forced)."""
 import os
+import re
 import sys
 
 import torch
@@ -35,3 +36,28 @@ def test_probe_marks_the_name_and_the_rest_where_they_are():
     assert probe([name - 1])[:2] == (False, True) and probe([name - 1])[2] != "Zopo"
     assert probe([at[-1] - 1])[:2] == (True, False)  # the end-of-turn token counts as part of the rest
     assert probe([at[0] - 2])[:2] == (True, True)  # a prompt position does not count
+
+
+def test_a_request_is_followed_by_its_shape_and_not_by_the_plain_answer():
+    import tinyworld
+    answer = "Zopo sails from Harlow."
+    for k, (_, apply) in enumerate(tinyworld.FORMAT_REQUESTS):
+        assert read_probe.follows("stage 0", k, apply(answer)) and not read_probe.follows("stage 0", k, answer)
+        assert read_probe.follows("stage 0", k, apply("Vobese plays punk music."))  # any words, so formatted
+    for k, (_, apply, check) in enumerate(data.INSTRUCTIONS):  # stage 2's pool: eval.py's own check
+        assert read_probe.follows("stage 2", k, apply(answer)) == check(apply(answer)) is True
+
+
+def test_each_pool_has_its_own_words_and_the_spread_is_measured_from_the_centroid():
+    import tinyworld
+    tok = data.Tokenizer(os.path.join(ROOT, "tiny", "base"))
+    words = read_probe.pool_words(tok)
+    assert len(words["stage 2"]) >= 10 and len(words["stage 0"]) >= 10 and not set(words["stage 2"]) & set(words["stage 0"])
+    for pool, sentences, other in (("stage 2", [s for s, _, _ in data.INSTRUCTIONS], tinyworld.FORMAT_REQUESTS),
+                                   ("stage 0", [s for s, _ in tinyworld.FORMAT_REQUESTS], data.INSTRUCTIONS)):
+        for i in words[pool]:
+            word = tok.decode([i]).strip()
+            assert any(word in re.findall(r"[A-Za-z]+", s) for s in sentences)
+            assert not any(word in re.findall(r"[A-Za-z]+", r[0]) for r in other)
+    far, norm = read_probe.spread(torch.tensor([[3.0, 4.0], [3.0, -4.0], [0.0, 1.0]]), [0, 1])
+    assert (far, norm) == (4.0, 5.0)

@@ -11,9 +11,20 @@ item's order), and the answering one alone. Printed per prompt: how often the gr
 answer's first word is the asked entity's name (copied from the question: the nine other paragraphs are
 about other names), how often every later answer token is the greedy choice given the right name (the
 entity's fact read out of its paragraph), and the most frequent wrong first words.
+
+Then two things a chat model brings to stage 2. Format requests: on the same items, TASK_QA with one request
+in a random slot (stage 0's own pool, tinyworld.FORMAT_REQUESTS, and stage 2's, data.INSTRUCTIONS), over ten
+paragraphs and over the answering one alone, greedy (40 new tokens): how often the output has the request's
+shape (stage 2's pool: eval.py's own check; stage 0's: the request applied to any words) and how often it is
+exactly the gold answer so formatted. And the input embeddings of each pool's own words (a word of its
+sentences that is one piece and in neither the other pool nor the world's other texts): their mean distance
+to their centroid, beside their mean norm. Words a model never read keep alike embeddings, and a model that
+cannot tell "parentheses" from "capital" cannot tell one instruction from another.
 """
 import collections
 import os
+import random
+import re
 import sys
 from dataclasses import dataclass
 
@@ -23,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data  # noqa: E402
 import tinyworld  # noqa: E402
 from cli import check_limits, config_parser  # noqa: E402
-from model import Llama, resolve_device  # noqa: E402
+from model import Llama, generate, resolve_device  # noqa: E402
 
 
 @dataclass
@@ -43,6 +54,51 @@ def probe(model, tok, template, prompt, answer, autocast):
     first = next(i for i in answer_at if tok.decode([ids[i]]).strip())  # after the lone "▁" piece, if any
     rest = [i for i in answer_at if i > first]
     return best[first - 1] == ids[first], all(best[i - 1] == ids[i] for i in rest), tok.decode([best[first - 1]])
+
+
+def follows(pool, index, output):
+    """Does the output have the shape of request `index` of `pool` ("stage 0" or "stage 2")?"""
+    if pool == "stage 2":
+        return data.INSTRUCTIONS[index][2](output)
+    shape = tinyworld.FORMAT_REQUESTS[index][1]("\0 \0")  # any words of two or more, so formatted
+    return re.fullmatch(re.escape(shape).replace(re.escape("\0"), ".+"), output, re.S) is not None
+
+
+def format_probe(model, tok, template, items, pool, alone, autocast, seed=0):
+    """(followed, exact) counts of greedy outputs to TASK_QA with one request of `pool` in a random slot."""
+    requests = [r[:2] for r in (data.INSTRUCTIONS if pool == "stage 2" else tinyworld.FORMAT_REQUESTS)]
+    rng, prompts, asked = random.Random(seed), [], []
+    for it in items:
+        k, slot = rng.randrange(len(requests)), rng.randrange(5)
+        texts, (gold, *_) = data.hotpot_paragraphs(it)
+        context = texts[gold] if alone else data.hotpot_context(it)
+        user = data.instruction_prompt(data.TASK_QA, it["question"], context, requests[k][0], slot)
+        prompts.append(data.encode_chat(tok, user, None, template)[0])
+        asked.append((k, requests[k][1](it["answer"])))
+    outs = [tok.decode(o).strip() for o in generate(model, prompts, 40, template.stop_id(tok), autocast=autocast)]
+    return (sum(follows(pool, k, o) for (k, _), o in zip(asked, outs)),
+            sum(o == want for (_, want), o in zip(asked, outs)))
+
+
+def pool_words(tok):
+    """Each pool's own words: in its sentences, one piece, and in no other fixed text of the world."""
+    def words(texts):
+        return {w for t in texts for w in re.findall(r"[A-Za-z]+", t)}
+    pools = {"stage 2": [s for s, _, _ in data.INSTRUCTIONS], "stage 0": [s for s, _ in tinyworld.FORMAT_REQUESTS]}
+    rest = words(tinyworld.fixed_text().split("\n")) - words(pools["stage 2"] + pools["stage 0"])
+    rest |= words(data.PROMPTS)
+    out = {}
+    for name, sentences in pools.items():
+        other = words(pools["stage 0" if name == "stage 2" else "stage 2"])
+        pieces = [tok.encode(w, bos=False) for w in sorted(words(sentences) - other - rest)]
+        out[name] = [p[0] for p in pieces if len(p) == 1]
+    return out
+
+
+def spread(embedding, ids):
+    """(mean distance of the rows `ids` to their centroid, their mean norm)."""
+    rows = embedding[ids].float()
+    return (rows - rows.mean(0)).norm(dim=1).mean().item(), rows.norm(dim=1).mean().item()
 
 
 def main(argv=None):
@@ -75,6 +131,16 @@ def main(argv=None):
         wrong = collections.Counter(w for (ok, _, w) in results if not ok).most_common(3)
         print(f"{name}: name right {sum(r[0] for r in results)}/{len(items)}, rest right given the name "
               f"{sum(r[1] for r in results)}/{len(items)}; wrong first words {wrong}")
+    for pool in ("stage 0", "stage 2"):
+        for alone in (False, True):
+            followed, exact = format_probe(model, tok, template, items, pool, alone, autocast)
+            print(f"{pool}'s format requests, TASK_QA, {'its paragraph alone' if alone else 'ten paragraphs'}: "
+                  f"followed {followed}/{len(items)}, exactly the formatted answer {exact}/{len(items)}")
+    embedding = model.model.embed_tokens.weight.detach()
+    for pool, ids in pool_words(tok).items():
+        far, norm = spread(embedding, ids)
+        print(f"{pool}'s own words ({len(ids)}: {', '.join(tok.decode([i]) for i in ids[:6])}, ...): input "
+              f"embeddings {far:.2f} from their centroid on average, mean norm {norm:.2f}")
 
 
 if __name__ == "__main__":
