@@ -39,8 +39,8 @@ import lora
 import plan
 import tinyworld
 from cli import check_limits, config_parser, interrupted
-from model import (CheckpointError, Llama, ModelArgs, WriteError, append_text, file_digest, generate, read_config,
-                   resolve_device, token_batches, write_text)
+from model import (CheckpointError, Llama, ModelArgs, WriteError, append_text, complete_lines, file_digest, generate,
+                   read_config, resolve_device, token_batches, write_text)
 
 
 @dataclass
@@ -262,9 +262,8 @@ def jsonl(records):
 def read_jsonl(path):
     """(the records of a <model>.jsonl, how many of its lines are unreadable). Appends end each line with \n
     (json escapes it inside strings): a last line without it was cut off by an interrupted write."""
-    with open(path, "rb") as f:
-        *lines, last = f.read().split(b"\n")
-    records, broken = [], int(bool(last))
+    lines, torn = complete_lines(path)
+    records, broken = [], int(torn)
     for line in lines:
         try:
             records.append(json.loads(line.decode("utf-8")))

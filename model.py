@@ -670,6 +670,16 @@ def read_config(path) -> dict:
     return read_json(file, CheckpointError, "the model's config.json (re-download it)")
 
 
+def complete_lines(file):
+    """(the lines of a file written by appending whole lines, as bytes without their \n; whether the last one
+    is torn: cut off without its \n by an interrupted append). A missing file has no lines."""
+    if not os.path.exists(file):
+        return [], False
+    with open(file, "rb") as f:
+        *lines, last = f.read().split(b"\n")
+    return lines, bool(last)
+
+
 def read_json(file, error=ValueError, what="valid JSON"):
     """json.load(file), or `error` with one line naming the file: every JSON file a script reads goes here."""
     try:

@@ -34,8 +34,8 @@ import lora
 import plan
 import tinyworld
 from cli import check_limits, config_parser, interrupted
-from model import (CheckpointError, Llama, ModelArgs, WriteError, append_text, base_changes, base_identity, read_json,
-                   resolve_device, write_file, write_text)
+from model import (CheckpointError, Llama, ModelArgs, WriteError, append_text, base_changes, base_identity,
+                   complete_lines, read_json, resolve_device, write_file, write_text)
 
 
 @dataclass
@@ -354,8 +354,8 @@ def checkpoint_step(out):
 
 
 def load_checkpoint(out, params, opt, sched):
-    """The checkpoint's step, after loading its weights, RNG and (unless opt is None) optimizer and schedule."""
-    recover_checkpoint(out)
+    """The checkpoint's step, after loading its weights, RNG and (unless opt is None) optimizer and schedule
+    (recover_checkpoint first: train() does, before it reads the checkpoint's step)."""
     path = os.path.join(out, "checkpoint")
     if not os.path.isdir(path):
         raise TrainError(f"{path}: no checkpoint to resume from; run without --resume (with --overwrite if {out} "
@@ -399,11 +399,8 @@ def check_resume(cfg):
 
 
 def read_rows(metrics):
-    """metrics.jsonl's whole rows (lines); a last line torn by an interruption is left out."""
-    if not os.path.exists(metrics):
-        return []
-    with open(metrics, encoding="utf-8") as f:
-        return [line for line in f if line.endswith("\n")]
+    """metrics.jsonl's whole rows (lines, each with its \n); a last line torn by an interruption is left out."""
+    return [line.decode("utf-8") + "\n" for line in complete_lines(metrics)[0]]
 
 
 def cosine_with_warmup(opt, warmup, total):
@@ -595,53 +592,51 @@ def train(cfg: TrainConfig):
         return (loss[0] / loss[1]).item() if loss[1] else float("nan")
 
     model.train()
-    bar = tqdm(total=total, initial=step, desc=f"stage {cfg.stage} ({cfg.data})", disable=not main)
-    t0, tokens_seen = time.time(), 0
-    while step < total:
-        if step == bounds[phase]:  # the next phase
-            phase += 1
-            opt, sched = optimizer(phase)
-        trn, start = phases[phase][0], bounds[phase] - phases[phase][1]
-        steps_per_epoch = math.ceil(len(trn) / per_step)
-        epoch, batch = batch_at(step - start, trn, per_step, cfg.seed + 1000 * phase)
-        # Normalise by the answer tokens of the whole global batch: the sum of the micro-batch gradients is
-        # then exactly the gradient of one big batch's mean loss, however the answers' lengths differ.
-        n_tok = sum(n_answer_tokens(s) for s in batch)
-        loss = torch.zeros((), device=device)
-        for chunk in rank_share(batch, rank, world, cfg.micro_batch):
-            loss += run_micro_batch(model, chunk, tok.pad_id, device, autocast, n_tok)
-        if world > 1:  # each rank holds the gradient of its share of the global batch: sum them
-            loss = all_reduce_sum(list(params.values()), loss)
-        loss = loss.item() / max(n_tok, 1)
-        if not math.isfinite(loss):
-            kept = checkpoint_step(cfg.out)
-            raise TrainError(f"loss is {loss} at step {step + 1}; stopped without saving; " + (
-                f"the last good checkpoint (step {kept}) is kept in {cfg.out}/checkpoint" if kept is not None
-                else "no checkpoint was saved before it") + "; try a lower --lr (a new run: --overwrite)")
-        torch.nn.utils.clip_grad_norm_(params.values(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        tokens_seen += n_tok
-        rate = tokens_seen / (time.time() - t0)
-        peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
-        lr = sched.get_last_lr()[0]
-        log(step=step, epoch=epoch, loss=loss, lr=lr, answer_tokens_per_s=rate, peak_mem_mb=peak)
-        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{rate:.0f}")
-        bar.update()
-        end_of_epoch = (step - start) % steps_per_epoch == 0 or step in bounds
-        if end_of_epoch and val:
-            v = validate()
-            log(step=step, epoch=epoch, val_loss=v)
-            if main:
-                tqdm.write(f"step {step} epoch {epoch}: val loss {v:.4f}")
-        if main and (step % cfg.save_every == 0 or end_of_epoch):
-            save_checkpoint(cfg.out, params, opt, sched, step)
-        if cfg.stop_after and step >= cfg.stop_after and step < total:
-            bar.close()
-            return None  # simulated interruption: the checkpoint is all that is left
-    bar.close()
+    with tqdm(total=total, initial=step, desc=f"stage {cfg.stage} ({cfg.data})", disable=not main) as bar:
+        t0, tokens_seen = time.time(), 0
+        while step < total:
+            if step == bounds[phase]:  # the next phase
+                phase += 1
+                opt, sched = optimizer(phase)
+            trn, start = phases[phase][0], bounds[phase] - phases[phase][1]
+            steps_per_epoch = math.ceil(len(trn) / per_step)
+            epoch, batch = batch_at(step - start, trn, per_step, cfg.seed + 1000 * phase)
+            # Normalise by the answer tokens of the whole global batch: the sum of the micro-batch gradients is
+            # then exactly the gradient of one big batch's mean loss, however the answers' lengths differ.
+            n_tok = sum(n_answer_tokens(s) for s in batch)
+            loss = torch.zeros((), device=device)
+            for chunk in rank_share(batch, rank, world, cfg.micro_batch):
+                loss += run_micro_batch(model, chunk, tok.pad_id, device, autocast, n_tok)
+            if world > 1:  # each rank holds the gradient of its share of the global batch: sum them
+                loss = all_reduce_sum(list(params.values()), loss)
+            loss = loss.item() / max(n_tok, 1)
+            if not math.isfinite(loss):
+                kept = checkpoint_step(cfg.out)
+                raise TrainError(f"loss is {loss} at step {step + 1}; stopped without saving; " + (
+                    f"the last good checkpoint (step {kept}) is kept in {cfg.out}/checkpoint" if kept is not None
+                    else "no checkpoint was saved before it") + "; try a lower --lr (a new run: --overwrite)")
+            torch.nn.utils.clip_grad_norm_(params.values(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            tokens_seen += n_tok
+            rate = tokens_seen / (time.time() - t0)
+            peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+            lr = sched.get_last_lr()[0]
+            log(step=step, epoch=epoch, loss=loss, lr=lr, answer_tokens_per_s=rate, peak_mem_mb=peak)
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{rate:.0f}")
+            bar.update()
+            end_of_epoch = (step - start) % steps_per_epoch == 0 or step in bounds
+            if end_of_epoch and val:
+                v = validate()
+                log(step=step, epoch=epoch, val_loss=v)
+                if main:
+                    tqdm.write(f"step {step} epoch {epoch}: val loss {v:.4f}")
+            if main and (step % cfg.save_every == 0 or end_of_epoch):
+                save_checkpoint(cfg.out, params, opt, sched, step)
+            if cfg.stop_after and step >= cfg.stop_after and step < total:
+                return None  # simulated interruption: the checkpoint is all that is left
     if main:
         save_result(cfg, model, base_dir, merged, identity)
         print(f"saved {cfg.out}")

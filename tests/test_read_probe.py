@@ -52,7 +52,8 @@ def test_each_pool_has_its_own_words_and_the_spread_is_measured_from_the_centroi
     import tinyworld
     tok = data.Tokenizer(os.path.join(ROOT, "tiny", "base"))
     words = read_probe.pool_words(tok)
-    assert len(words["stage 2"]) >= 10 and len(words["stage 0"]) >= 10 and not set(words["stage 2"]) & set(words["stage 0"])
+    assert len(words["stage 2"]) >= 10 and len(words["stage 0"]) >= 10
+    assert not set(words["stage 2"]) & set(words["stage 0"])
     for pool, sentences, other in (("stage 2", [s for s, _, _ in data.INSTRUCTIONS], tinyworld.FORMAT_REQUESTS),
                                    ("stage 0", [s for s, _ in tinyworld.FORMAT_REQUESTS], data.INSTRUCTIONS)):
         for i in words[pool]:
