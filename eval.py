@@ -484,7 +484,8 @@ def keep_other_table(out_dir, results):
     """A table of other models (the demo's, before `--adapter out/stage2` alone) is kept as results.*.old."""
     file = os.path.join(out_dir, "results.json")
     try:
-        before = json.load(open(file, encoding="utf-8"))["results"]
+        with open(file, encoding="utf-8") as f:
+            before = json.load(f)["results"]
     except (OSError, ValueError, KeyError, TypeError):
         return  # none, or not a table this script wrote: nothing worth keeping
     if isinstance(before, dict) and set(before) != set(results):

@@ -56,25 +56,42 @@ def probe(model, tok, template, prompt, answer, autocast):
     return best[first - 1] == ids[first], all(best[i - 1] == ids[i] for i in rest), tok.decode([best[first - 1]])
 
 
+def shape_check(apply):
+    """A check that an output has the shape `apply` gives any words of two or more (stage 0's requests have no
+    check of their own; none of them changes case)."""
+    pattern = re.escape(apply("\0 \0")).replace(re.escape("\0"), ".+")
+    return lambda output: re.fullmatch(pattern, output, re.S) is not None
+
+
+# the two request pools, each request as (sentence, apply(answer) -> formatted answer, check(output) -> bool);
+# stage 2's checks are eval.py's own
+POOLS = {"stage 0": [(s, apply, shape_check(apply)) for s, apply in tinyworld.FORMAT_REQUESTS],
+         "stage 2": list(data.INSTRUCTIONS)}
+
+
 def follows(pool, index, output):
     """Does the output have the shape of request `index` of `pool` ("stage 0" or "stage 2")?"""
-    if pool == "stage 2":
-        return data.INSTRUCTIONS[index][2](output)
-    shape = tinyworld.FORMAT_REQUESTS[index][1]("\0 \0")  # any words of two or more, so formatted
-    return re.fullmatch(re.escape(shape).replace(re.escape("\0"), ".+"), output, re.S) is not None
+    return POOLS[pool][index][2](output)
+
+
+def context(it, k=None):
+    """An item's answering paragraph and the first k - 1 others, in the item's order (no k: all of them)."""
+    if k is None:
+        return data.hotpot_context(it)
+    texts, (gold, *_) = data.hotpot_paragraphs(it)
+    keep = sorted([gold] + [i for i in range(len(texts)) if i != gold][:k - 1])
+    return "\n".join(texts[i] for i in keep)
 
 
 def format_probe(model, tok, template, items, pool, alone, autocast, seed=0):
     """(followed, exact) counts of greedy outputs to TASK_QA with one request of `pool` in a random slot."""
-    requests = [r[:2] for r in (data.INSTRUCTIONS if pool == "stage 2" else tinyworld.FORMAT_REQUESTS)]
     rng, prompts, asked = random.Random(seed), [], []
     for it in items:
-        k, slot = rng.randrange(len(requests)), rng.randrange(5)
-        texts, (gold, *_) = data.hotpot_paragraphs(it)
-        context = texts[gold] if alone else data.hotpot_context(it)
-        user = data.instruction_prompt(data.TASK_QA, it["question"], context, requests[k][0], slot)
+        k, slot = rng.randrange(len(POOLS[pool])), rng.randrange(5)
+        sentence, apply, _ = POOLS[pool][k]
+        user = data.instruction_prompt(data.TASK_QA, it["question"], context(it, 1 if alone else None), sentence, slot)
         prompts.append(data.encode_chat(tok, user, None, template)[0])
-        asked.append((k, requests[k][1](it["answer"])))
+        asked.append((k, apply(it["answer"])))
     outs = [tok.decode(o).strip() for o in generate(model, prompts, 40, template.stop_id(tok), autocast=autocast)]
     return (sum(follows(pool, k, o) for (k, _), o in zip(asked, outs)),
             sum(o == want for (_, want), o in zip(asked, outs)))
@@ -84,13 +101,13 @@ def pool_words(tok):
     """Each pool's own words: in its sentences, one piece, and in no other fixed text of the world."""
     def words(texts):
         return {w for t in texts for w in re.findall(r"[A-Za-z]+", t)}
-    pools = {"stage 2": [s for s, _, _ in data.INSTRUCTIONS], "stage 0": [s for s, _ in tinyworld.FORMAT_REQUESTS]}
-    rest = words(tinyworld.fixed_text().split("\n")) - words(pools["stage 2"] + pools["stage 0"])
+    sentences = {name: [s for s, _, _ in pool] for name, pool in POOLS.items()}
+    rest = words(tinyworld.fixed_text().split("\n")) - words(sentences["stage 2"] + sentences["stage 0"])
     rest |= words(data.PROMPTS)
     out = {}
-    for name, sentences in pools.items():
-        other = words(pools["stage 0" if name == "stage 2" else "stage 2"])
-        pieces = [tok.encode(w, bos=False) for w in sorted(words(sentences) - other - rest)]
+    for name, own in sentences.items():
+        other = words(sentences["stage 0" if name == "stage 2" else "stage 2"])
+        pieces = [tok.encode(w, bos=False) for w in sorted(words(own) - other - rest)]
         out[name] = [p[0] for p in pieces if len(p) == 1]
     return out
 
@@ -112,19 +129,14 @@ def main(argv=None):
     print(f"{cfg.model}: {len(items)} items from {cfg.start}; precision: {why}")
     model, tok = Llama.from_pretrained(cfg.model).eval(), data.Tokenizer(cfg.model)
     template = data.chat_template(cfg.model)
-
-    def some(it, k):  # the answering paragraph and the first k - 1 others, in the item's order
-        texts, (gold, *_) = data.hotpot_paragraphs(it)
-        keep = sorted([gold] + [i for i in range(len(texts)) if i != gold][:k - 1])
-        return data.instruction_prompt(data.TASK_QA, it["question"], "\n".join(texts[i] for i in keep))
-
     prompts = {
-        "TASK_QA, ten paragraphs": lambda it: data.instruction_prompt(data.TASK_QA, it["question"], data.hotpot_context(it)),
+        "TASK_QA, ten paragraphs": lambda it: data.instruction_prompt(data.TASK_QA, it["question"], context(it)),
         "TASK_PROMPT, ten paragraphs": lambda it: data.instruction_prompt(data.TASK_PROMPT, it["question"],
-                                                                          data.hotpot_context(it)),
-        "TASK_QA, four paragraphs": lambda it: some(it, 4),
-        "TASK_QA, two paragraphs": lambda it: some(it, 2),
-        "TASK_QA, its paragraph alone": lambda it: some(it, 1),
+                                                                          context(it)),
+        "TASK_QA, four paragraphs": lambda it: data.instruction_prompt(data.TASK_QA, it["question"], context(it, 4)),
+        "TASK_QA, two paragraphs": lambda it: data.instruction_prompt(data.TASK_QA, it["question"], context(it, 2)),
+        "TASK_QA, its paragraph alone": lambda it: data.instruction_prompt(data.TASK_QA, it["question"],
+                                                                           context(it, 1)),
     }
     for name, build in prompts.items():
         results = [probe(model, tok, template, build(it), it["answer"], autocast) for it in items]
