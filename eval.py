@@ -39,8 +39,8 @@ import lora
 import plan
 import tinyworld
 from cli import check_limits, config_parser, interrupted
-from model import (CheckpointError, Llama, ModelArgs, WriteError, append_text, complete_lines, file_digest, generate,
-                   read_config, resolve_device, token_batches, write_text)
+from files import WriteError, append_text, complete_lines, file_digest, write_text
+from model import CheckpointError, Llama, ModelArgs, generate, read_config, resolve_device, token_batches
 
 
 @dataclass

@@ -31,7 +31,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from model import base_changes, base_identity, file_digest, open_safetensors, read_json, write_file, write_text
+from files import base_changes, base_identity, file_digest, read_json, write_file, write_text
+from model import open_safetensors
 
 # lm_head is a target PEFT knows too; the tiny world needs it (see train.py's tiny preset), Llama-2 does not.
 SUPPORTED_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
@@ -260,7 +261,7 @@ def write_lineage(path, base, merged=(), merge=False, identity=None):
     """lineage.json beside an adapter: its base checkpoint and the earlier adapters it was trained on top of (in
     order; the key keeps its first name, "merged"), how they were stacked: "merge": false for frozen fp32
     branches (train.py's default), true for merged into the weights in their dtype (--merge-stage1), and the
-    base's files as they were ("base_identity": model.base_identity, given or read now) and the earlier
+    base's files as they were ("base_identity": files.base_identity, given or read now) and the earlier
     adapters' ("merged_digests": each one's adapter_model.safetensors). Paths are stored relative to `path`
     so a whole out/ tree can be moved."""
     rel = lambda p: os.path.relpath(os.path.abspath(p), os.path.abspath(path))

@@ -9,7 +9,6 @@ targets are the names users already type (q_proj, v_proj). This file knows nothi
     loss = model.loss(tokens, labels)           # labels aligned with tokens, -100 = no loss (shifted inside)
     new_tokens = generate(model, [ids1, ids2], max_new_tokens=150, eos_id=2)
 """
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -21,6 +20,8 @@ import torch.utils.checkpoint
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
+
+from files import read_json, write_file, write_text
 
 
 class CheckpointError(ValueError):
@@ -579,86 +580,6 @@ def mark_unbacked(x, dim):
         mark(x, dim)
 
 
-class WriteError(OSError):
-    """A file we could not write (a full disk); the message names it, the scripts add how to go on."""
-
-
-def write_file(file, write):
-    """The one way a result file is written: write(tmp) fills file + ".tmp", which then replaces `file`, so a
-    crash or a full disk never leaves a torn `file` that looks complete. A failed write removes the .tmp and
-    raises WriteError naming `file`."""
-    tmp = file + ".tmp"
-    try:
-        write(tmp)
-        os.replace(tmp, file)
-    except (OSError, SafetensorError) as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise WriteError(f"{file}: could not write it ({str(e).splitlines()[0]})") from None
-
-
-def write_text(file, text):
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-    write_file(file, write)
-
-
-def append_text(file, text, sync=False):
-    """Add `text` (whole lines) at the end of `file` (flushed; fsync'ed with sync=True). On a failure (a full
-    disk) the file is cut back to where it was, so no torn line is left, and WriteError names it."""
-    size = os.path.getsize(file) if os.path.exists(file) else 0
-    try:
-        with open(file, "a", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            if sync:
-                os.fsync(f.fileno())
-    except OSError as e:
-        if os.path.exists(file):
-            os.truncate(file, size)
-        raise WriteError(f"{file}: could not write it ({str(e).splitlines()[0]})") from None
-
-
-MiB = 2**20
-
-
-def file_digest(file, whole=64 * MiB, pieces=16):
-    """sha256 (hex) of a file's bytes, read whole up to `whole` bytes. A larger file (a 7B's weights, 13 GB) is
-    known, in a few MiB read, by its size and `pieces` evenly spaced MiB, the first and the last among them: a
-    rewrite that changes its size, its safetensors header (every tensor's name, dtype, shape and offset) or any
-    sampled MiB changes the digest; one that changes only bytes between the samples does not."""
-    size = os.path.getsize(file)
-    h = hashlib.sha256()
-    with open(file, "rb") as f:
-        if size <= whole:
-            h.update(f.read())
-        else:
-            h.update(f"{size} bytes, {pieces} MiB samples\n".encode())
-            for i in range(pieces):
-                f.seek((size - MiB) * i // (pieces - 1))
-                h.update(f.read(MiB))
-    return h.hexdigest()
-
-
-def base_identity(path):
-    """{file: file_digest} of what a base model is: its config.json, weights (*.safetensors and the shard index)
-    and tokenizer. lineage.json and train_config.json record it, so that a base rebuilt or re-downloaded under
-    the same path is told apart from the one a run was trained on."""
-    return {f: file_digest(os.path.join(path, f)) for f in sorted(os.listdir(path))
-            if f.endswith(".safetensors") or f in ("config.json", "model.safetensors.index.json", "tokenizer.model",
-                                                   "tokenizer.json")}
-
-
-def base_changes(path, recorded):
-    """The files of the base directory `path` that differ from `recorded` (a base_identity written earlier);
-    [] when nothing was recorded (a run from before the record) or the directory is gone (loading it says so)."""
-    if not recorded or not os.path.isdir(path):
-        return []
-    now = base_identity(path)
-    return sorted(f for f in recorded.keys() | now.keys() if recorded.get(f) != now.get(f))
-
-
 def read_config(path) -> dict:
     if not os.path.isdir(path):
         raise CheckpointError(f"{path}: no such model directory; pass --model DIR pointing at an HF Llama "
@@ -668,25 +589,6 @@ def read_config(path) -> dict:
         raise CheckpointError(f"{file}: missing; the model directory needs the config.json that comes "
                               "with an HF checkpoint")
     return read_json(file, CheckpointError, "the model's config.json (re-download it)")
-
-
-def complete_lines(file):
-    """(the lines of a file written by appending whole lines, as bytes without their \n; whether the last one
-    is torn: cut off without its \n by an interrupted append). A missing file has no lines."""
-    if not os.path.exists(file):
-        return [], False
-    with open(file, "rb") as f:
-        *lines, last = f.read().split(b"\n")
-    return lines, bool(last)
-
-
-def read_json(file, error=ValueError, what="valid JSON"):
-    """json.load(file), or `error` with one line naming the file: every JSON file a script reads goes here."""
-    try:
-        with open(file, encoding="utf-8") as f:
-            return json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-        raise error(f"{file}: not valid JSON ({e}); expected {what}") from None
 
 
 def open_safetensors(file, error=CheckpointError, device="cpu"):

@@ -34,8 +34,9 @@ import lora
 import plan
 import tinyworld
 from cli import check_limits, config_parser, interrupted
-from model import (CheckpointError, Llama, ModelArgs, WriteError, append_text, base_changes, base_identity,
-                   complete_lines, read_json, resolve_device, write_file, write_text)
+from files import (WriteError, append_text, base_changes, base_identity, complete_lines, read_json, write_file,
+                   write_text)
+from model import CheckpointError, Llama, ModelArgs, resolve_device
 
 
 @dataclass
@@ -646,7 +647,7 @@ def train(cfg: TrainConfig):
 
 
 def save_result(cfg, model, base_dir, merged, identity):
-    """The finished run's files, each whole or absent (model.write_file). The weights, which mark a run finished
+    """The finished run's files, each whole or absent (files.write_file). The weights, which mark a run finished
     (claim_out), go last, and an earlier run's are removed first: a save cut short (a full disk) leaves an
     unfinished run, whose checkpoint of the last step --resume saves again."""
     weights = os.path.join(cfg.out, "model.safetensors" if cfg.stage == 0 else "adapter_model.safetensors")

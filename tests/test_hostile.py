@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 import cli
 import eval as ev
+import files
 import lora
 import model
 import train
@@ -672,28 +673,28 @@ def test_resume_on_a_changed_base_is_refused(micro_world, tmp_path):
 
 def test_file_digest_of_a_large_file_samples_it(tmp_path):
     """Over `whole` bytes a file is known by its size and 16 evenly spaced MiB: a change there is seen, one
-    between the samples is not (documented in model.file_digest); below, it is its sha256."""
+    between the samples is not (documented in files.file_digest); below, it is its sha256."""
     f = tmp_path / "w.bin"
-    f.write_bytes(os.urandom(40 * model.MiB))
-    d = model.file_digest(str(f), whole=model.MiB)
-    assert model.file_digest(str(f)) != d  # whole: a plain sha256
-    for offset in (0, 20, 40 * model.MiB - 1):
+    f.write_bytes(os.urandom(40 * files.MiB))
+    d = files.file_digest(str(f), whole=files.MiB)
+    assert files.file_digest(str(f)) != d  # whole: a plain sha256
+    for offset in (0, 20, 40 * files.MiB - 1):
         with open(f, "r+b") as fh:
             fh.seek(offset)
             b = fh.read(1)
             fh.seek(offset)
             fh.write(bytes([b[0] ^ 1]))
-        assert model.file_digest(str(f), whole=model.MiB) != d
+        assert files.file_digest(str(f), whole=files.MiB) != d
         with open(f, "r+b") as fh:
             fh.seek(offset)
             fh.write(b)
     with open(f, "r+b") as fh:  # between the first two samples (0-1 MiB and ~2.5-3.5 MiB): not seen
-        fh.seek(2 * model.MiB)
+        fh.seek(2 * files.MiB)
         fh.write(b"\0" * 8)
-    assert model.file_digest(str(f), whole=model.MiB) == d
+    assert files.file_digest(str(f), whole=files.MiB) == d
     with open(f, "ab") as fh:
         fh.write(b"\0")
-    assert model.file_digest(str(f), whole=model.MiB) != d
+    assert files.file_digest(str(f), whole=files.MiB) != d
 
 
 def test_init_without_an_adapter_is_refused(micro_world, tmp_path):
