@@ -45,12 +45,18 @@ class ProbeConfig:
     items: int = 64  # how many items from --start
 
 
-def probe(model, tok, template, prompt, answer, autocast):
-    """(name right?, rest right given the name?, the greedy first word) of one teacher-forced answer."""
+def teacher_forced(model, tok, template, prompt, answer, autocast):
+    """(token ids, the greedy choice after each position, the positions of the answer's tokens) of one answer
+    fed to the model after its prompt."""
     ids, labels = data.encode_chat(tok, prompt, answer, template)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         best = model(torch.tensor([ids]))[0].argmax(-1).tolist()
-    answer_at = [i for i, label in enumerate(labels) if label != -100]
+    return ids, best, [i for i, label in enumerate(labels) if label != -100]
+
+
+def probe(model, tok, template, prompt, answer, autocast):
+    """(name right?, rest right given the name?, the greedy first word) of one teacher-forced answer."""
+    ids, best, answer_at = teacher_forced(model, tok, template, prompt, answer, autocast)
     first = next(i for i in answer_at if tok.decode([ids[i]]).strip())  # after the lone "▁" piece, if any
     rest = [i for i in answer_at if i > first]
     return best[first - 1] == ids[first], all(best[i - 1] == ids[i] for i in rest), tok.decode([best[first - 1]])

@@ -12,7 +12,7 @@ its tokens whose greedy choice is right, and how many items get every token of t
 - slot: the first token of that sentence: where the model must leave the fixed list for the prompt's sentence,
 - inserted: the rest of the instruction sentence the prompt inserted in one of its slots,
 - marks: `<fulfilled>` / `<not fulfilled>`, line ends and `ANSWER:`.
-Then greedy outputs (200 new tokens): how many hold the CHECKING header, how many list the asked sentence
+Then greedy outputs to eval.py's own prompts (200 new tokens): how many hold the CHECKING header, how many list the asked sentence
 after it, how many list another sentence of the pool there, and eval.py's two verdicts (instruction pass,
 CHECKING well-formed). A model that writes the fixed lines but not the inserted one has learned the block by
 heart without reading the prompt.
@@ -22,17 +22,17 @@ import os
 import sys
 from dataclasses import dataclass
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data  # noqa: E402
 import eval as ev  # noqa: E402
 import lora  # noqa: E402
 import tinyworld  # noqa: E402
 from cli import check_limits, config_parser  # noqa: E402
-from model import Llama, generate, resolve_device  # noqa: E402
+from model import Llama, ModelArgs, generate, read_config, resolve_device  # noqa: E402
+from read_probe import teacher_forced  # noqa: E402
 
 PARTS = ("answer", "header", "fixed", "slot", "inserted", "marks")
+NEW_TOKENS = ev.EvalConfig.max_new_tokens  # eval.py's default
 
 
 @dataclass
@@ -79,11 +79,8 @@ def token_parts(tok, response_ids, output, instruction):
 
 def score(model, tok, template, record, autocast):
     """{part: (tokens whose greedy choice is right, tokens)} of one stage-2 record, teacher-forced."""
-    ids, labels = data.encode_chat(tok, record["prompt"], record["output"], template)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        best = model(torch.tensor([ids]))[0].argmax(-1).tolist()
-    start = next(i for i, label in enumerate(labels) if label != -100)
-    out = {}
+    ids, best, answer_at = teacher_forced(model, tok, template, record["prompt"], record["output"], autocast)
+    start, out = answer_at[0], {}
     instruction = data.INSTRUCTIONS[record["instruction"]][0]
     for j, name in enumerate(token_parts(tok, ids[start:], record["output"], instruction)):
         good, count = out.get(name, (0, 0))
@@ -114,17 +111,20 @@ def main(argv=None):
     for name in PARTS:
         print(f"{name:9s} tokens right {right[name]}/{total[name]} ({100 * right[name] / max(total[name], 1):.1f}%), "
               f"items with every token right {whole[name]}/{seen[name]}")
-    prompts = [data.encode_chat(tok, r["prompt"], None, template)[0] for r in records]
-    outs = [tok.decode(o) for o in generate(model, prompts, 200, template.stop_id(tok), autocast=autocast)]
+    # eval.py's own prompts (cut as it cuts them) and verdicts (ev.record)
+    config = ModelArgs.from_config(read_config(base), os.path.join(base, "config.json"))
+    prompts = ev.model_prompts(tok, [], records, False, template, config.max_position_embeddings - NEW_TOKENS)
+    outs = [tok.decode(o) for o in generate(model, [p[3] for p in prompts], NEW_TOKENS, template.stop_id(tok),
+                                            autocast=autocast)]
     counts = collections.Counter()
-    for r, out in zip(records, outs):
-        asked = data.INSTRUCTIONS[r["instruction"]][0]
+    for prompt, out in zip(prompts, outs):
+        verdict, asked = ev.record("", prompt, "", out, False), prompt[2]
         review = out.split(data.CHECKING, 1)[1] if data.CHECKING in out else ""
-        counts["header"] += bool(review)
+        counts["header"] += data.CHECKING in out
         counts["asked"] += asked in review
         counts["other"] += any(s in review for s, _, _ in data.INSTRUCTIONS if s != asked)
-        counts["pass"] += data.INSTRUCTIONS[r["instruction"]][2](ev.answer_part(out))
-        counts["well-formed"] += ev.checking_well_formed(out, data.requirement_sentences(asked, r["slot"]))
+        counts["pass"] += verdict["passed"]
+        counts["well-formed"] += verdict["checking_well_formed"]
     n = len(records)
     print(f"greedy: CHECKING header {counts['header']}/{n}, the asked sentence after it {counts['asked']}/{n}, "
           f"another sentence of the pool after it {counts['other']}/{n}; instruction pass {counts['pass']}/{n}, "
