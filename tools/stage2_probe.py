@@ -28,7 +28,7 @@ import eval as ev  # noqa: E402
 import lora  # noqa: E402
 import tinyworld  # noqa: E402
 from cli import check_limits, config_parser  # noqa: E402
-from model import Llama, ModelArgs, generate, read_config, resolve_device  # noqa: E402
+from model import Llama, generate, resolve_device  # noqa: E402
 from read_probe import teacher_forced  # noqa: E402
 
 PARTS = ("answer", "header", "fixed", "slot", "inserted", "marks")
@@ -112,8 +112,8 @@ def main(argv=None):
         print(f"{name:9s} tokens right {right[name]}/{total[name]} ({100 * right[name] / max(total[name], 1):.1f}%), "
               f"items with every token right {whole[name]}/{seen[name]}")
     # eval.py's own prompts (cut as it cuts them) and verdicts (ev.record)
-    config = ModelArgs.from_config(read_config(base), os.path.join(base, "config.json"))
-    prompts = ev.model_prompts(tok, [], records, False, template, config.max_position_embeddings - NEW_TOKENS)
+    room = model.args.max_position_embeddings - NEW_TOKENS  # the model's own config, parsed when it loaded
+    prompts = ev.model_prompts(tok, [], records, False, template, room)
     outs = [tok.decode(o) for o in generate(model, [p[3] for p in prompts], NEW_TOKENS, template.stop_id(tok),
                                             autocast=autocast)]
     counts = collections.Counter()
