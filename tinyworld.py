@@ -219,11 +219,66 @@ def polish_records(rng, names, count):
     return out
 
 
-def generate(seed=0, names=160, asqa_names=120, hotpot_items=400, corpus_draws=8000, polish_draws=8000, avoid=""):
+# Copies by content (train.py --copy-steps; `python tinyworld.py --copies N`, none by default, so the shipped
+# base's data stays as it was). Stage 2's CHECKING review must write, after requirement sentence k, the sentence
+# that follows sentence k in the prompt: a copy addressed by content, what induction heads give a real chat
+# model. The shipped base has none, and neither questions nor sentence listings formed one (README, "Why the
+# slot stays at 0"). Runs of 10-40 random words copied right after the request formed it from scratch within a
+# few hundred to 2400 steps when they came alone, and the main phase's questions erased it unless such copies
+# stayed in its mix. So: a copy phase of runs alone ("phase": 0), then runs in the later phases, a third of
+# them right before the reply, a third with 1-10 world paragraphs between the run and the reply, and a third
+# listings of random sentences one per line (the line start after a sentence is what the slot asks for).
+# Their words: every word of the world's fixed text (prompts, requests, sentence patterns, values) but the
+# method's own: none holds these (so "Sufficient", "Insufficient" and "sufficiently" are all left out).
+METHOD_WORDS = ("sufficient", "provided", "checking", "fulfilled")
+FIRST_PART_REQUEST = "Repeat the first part of the text below, one sentence per line."
+RANDOM_COPIES = (1.0, 0.675, 0.1)  # per draw, the chance of one random copy in phase 0, 1 and 2
+
+
+def copy_words():
+    """The words random copies are drawn from (names left out: each is a lone '▁' piece and the name)."""
+    words = set(re.findall(r"[A-Za-z]+", fixed_text()))
+    return sorted(w for w in words if not any(m in w.lower() for m in METHOD_WORDS))
+
+
+def random_copy(rng, words, names, phase, kind=None, after=None):
+    """One copy record of random words. `kind` 0: a run of 10-40 words; 1: a run with `after` (1-10) world
+    paragraphs after it; 2: a listing of 2-6 random sentences of 3-8 words, one per line in the reply, with
+    `after` (0-10) paragraphs after it. Phase 0 draws runs only; later phases draw the kind and `after`."""
+    kind = kind if kind is not None else 0 if phase == 0 else rng.randrange(3)
+    if kind < 2:
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(10, 40)))
+        lines = [text]
+    else:
+        lines = []
+        for _ in range(rng.randint(2, 6)):
+            w = [rng.choice(words) for _ in range(rng.randint(3, 8))]
+            lines.append(" ".join([w[0][0].upper() + w[0][1:]] + w[1:]) + ".")
+        text = " ".join(lines)
+    if after is None:
+        after = rng.randint(1, 10) if kind == 1 else rng.randint(0, 10) if kind == 2 else 0
+    paragraphs = [" ".join(make_entity(rng, n, rng.choice(sorted(KINDS)))["sentences"]) for n in rng.sample(names, after)]
+    request = FIRST_PART_REQUEST if paragraphs else COPY_REQUEST
+    return dict(instruction=request + "\n\n" + text + ("\n\n" + "\n".join(paragraphs) if paragraphs else ""),
+                output="\n".join(lines), phase=phase)
+
+
+def random_copy_records(rng, names, count):
+    """`count` draws, each adding a random copy to phase 0, 1 and 2 with the chances of RANDOM_COPIES."""
+    words, out = copy_words(), []
+    for _ in range(count):
+        out += [random_copy(rng, words, names, phase) for phase, p in enumerate(RANDOM_COPIES) if rng.random() < p]
+    return out
+
+
+def generate(seed=0, names=160, asqa_names=120, hotpot_items=400, corpus_draws=8000, polish_draws=8000, avoid="",
+             copies=0):
     """Return (asqa, hotpot, corpus, names) for one seed; the same seed always gives the same world. One pool
     of `names` serves every part, each draw with facts drawn afresh: ASQA gives `asqa_names` of them one
     record each, a HotpotQA item asks about one and uses nine others as distractors, stage 0 draws from all.
-    So every name is a frequent token, yet no fact is worth remembering: the base must read the passage."""
+    So every name is a frequent token, yet no fact is worth remembering: the base must read the passage.
+    `copies` draws of random copies (random_copy_records) come last, from a stream of their own (seed + 1):
+    the other records are the same with or without them."""
     rng = random.Random(seed)
     pool = make_names(rng, names, avoid)
     train = {}
@@ -236,7 +291,8 @@ def generate(seed=0, names=160, asqa_names=120, hotpot_items=400, corpus_draws=8
     for k in range(hotpot_items):
         gold, *distractors = (make_entity(rng, n, rng.choice(sorted(KINDS))) for n in rng.sample(pool, 10))
         hotpot.append(hotpot_item(rng, k, gold, distractors))
-    return asqa, hotpot, corpus_records(rng, pool, corpus_draws) + polish_records(rng, pool, polish_draws), pool
+    corpus = corpus_records(rng, pool, corpus_draws) + polish_records(rng, pool, polish_draws)
+    return asqa, hotpot, corpus + random_copy_records(random.Random(seed + 1), pool, copies), pool
 
 
 def fixed_text():
@@ -266,6 +322,11 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=DATA, help="directory to write the four files to (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="the world's seed (default: %(default)s)")
+    ap.add_argument("--copies", type=int, default=0, help="draws of random copies for train.py --copy-steps, "
+                    "appended to base_corpus.jsonl (see RANDOM_COPIES; default: %(default)s, none, as for the "
+                    "shipped base)")
     args = ap.parse_args()
-    for name, path in write(args.out, args.seed).items():
+    if args.copies < 0:
+        ap.error(f"--copies must be >= 0, not {args.copies}")
+    for name, path in write(args.out, args.seed, copies=args.copies).items():
         print(f"wrote {path}")

@@ -93,6 +93,8 @@ class TrainConfig:
     tie_embeddings: bool = False  # one matrix for embed_tokens and lm_head (SmolLM2 does; Llama-2 does not)
     polish_steps: int = 0  # after the first phase, this many steps on the corpus's "phase": 2 records (fresh AdamW)
     polish_lr: float = 5e-4  # peak learning rate of the second phase's cosine schedule
+    copy_steps: int = 0  # before the first phase, this many steps on the corpus's "phase": 0 records (a copy phase)
+    copy_lr: float = 1e-3  # peak learning rate of the copy phase's cosine schedule
 
 
 # The paper's values are the dataclass defaults; stage 2 changes lr and epochs. `tiny` stage 0 is the shipped
@@ -139,8 +141,9 @@ class TrainError(RuntimeError):
 
 LIMITS = {**dict.fromkeys(("micro_batch", "grad_accum", "lora_r", "cutoff_len", "save_every", "max_records", "n_items",
                             "vocab_size", "hidden_size", "num_layers", "num_heads"), ">= 1"),
-          **dict.fromkeys(("epochs", "max_steps", "stop_after", "weight_decay", "memory_gb", "polish_steps"), ">= 0"),
-          **dict.fromkeys(("lr", "lora_alpha", "grad_clip", "polish_lr"), "> 0"),
+          **dict.fromkeys(("epochs", "max_steps", "stop_after", "weight_decay", "memory_gb", "polish_steps",
+                            "copy_steps"), ">= 0"),
+          **dict.fromkeys(("lr", "lora_alpha", "grad_clip", "polish_lr", "copy_lr"), "> 0"),
           **dict.fromkeys(("val_share", "lora_dropout", "adam_beta2"), "in [0, 1)"),
           **dict.fromkeys(("revision_share", "warmup_ratio"), "in [0, 1]"),
           "device": "auto, cpu or cuda[:N] (with a visible GPU)"}
@@ -515,11 +518,14 @@ def train(cfg: TrainConfig):
     if cfg.compile:
         model.compile_blocks()  # two graphs a run: with grad (training) and without (validation)
 
-    polish = [r for r in records if r.get("phase") == 2] if cfg.polish_steps else []
+    # stage 0's phases by the corpus's "phase": 0 (--copy-steps, first), 1 (the main one), 2 (--polish-steps, last)
+    extra = {n: [r for r in records if r.get("phase") == n] if steps else [] for n, steps in
+             ((0, cfg.copy_steps), (2, cfg.polish_steps))}
     records = [r for r in records if r.get("phase", 1) == 1]
-    if cfg.polish_steps and not polish:
-        raise data.DataError(f'{cfg.base_corpus}: --polish-steps {cfg.polish_steps} needs records with "phase": 2; '
-                             "none there (python tinyworld.py writes them), or pass --polish-steps 0")
+    for n, flag, steps in ((0, "--copy-steps", cfg.copy_steps), (2, "--polish-steps", cfg.polish_steps)):
+        if steps and not extra[n]:
+            raise data.DataError(f'{cfg.base_corpus}: {flag} {steps} needs records with "phase": {n}; none there '
+                                 f"(python tinyworld.py {'--copies N ' if n == 0 else ''}writes them), or pass {flag} 0")
     samples, dropped = data.tokenize_records(tok, records, cfg.cutoff_len, template, cfg.truncation)
     if not samples:
         raise data.DataError(f"every one of {len(records)} records is longer than --cutoff-len {cfg.cutoff_len}")
@@ -527,20 +533,21 @@ def train(cfg: TrainConfig):
     n_val = math.ceil(cfg.val_share * len(samples)) if cfg.val_share > 0 else 0
     val, trn = [samples[i] for i in order[:n_val]], [samples[i] for i in order[n_val:]]
     per_step = cfg.micro_batch * cfg.grad_accum
-    # phases: (training samples, steps, peak lr); a second one (stage 0's --polish-steps) starts a fresh AdamW
-    phases = [(trn, cfg.max_steps or math.ceil(len(trn) / per_step) * cfg.epochs, cfg.lr)]
-    if polish:
-        phases.append((data.tokenize_records(tok, polish, cfg.cutoff_len, template, cfg.truncation)[0],
-                       cfg.polish_steps, cfg.polish_lr))
-    bounds = [sum(n for _, n, _ in phases[:i + 1]) for i in range(len(phases))]  # the last step of each phase
+    # phases: (name, training samples, steps, peak lr, seed offset of its data order), each with a fresh AdamW; the
+    # main one keeps offset 0 and the polish phase 1000, as before the copy phase existed (the shipped base's order)
+    tokenized = lambda rs: data.tokenize_records(tok, rs, cfg.cutoff_len, template, cfg.truncation)[0]
+    phases = ([("copy", tokenized(extra[0]), cfg.copy_steps, cfg.copy_lr, 2000)] if extra[0] else []) + [
+        ("main", trn, cfg.max_steps or math.ceil(len(trn) / per_step) * cfg.epochs, cfg.lr, 0)] + (
+        [("polish", tokenized(extra[2]), cfg.polish_steps, cfg.polish_lr, 1000)] if extra[2] else [])
+    bounds = [sum(p[2] for p in phases[:i + 1]) for i in range(len(phases))]  # the last step of each phase
     total = bounds[-1]
 
     if main:
         print(f"{len(records)} records ({template.name} chat template) -> {len(trn)} train / {len(val)} val samples, "
               f"{dropped} dropped "
               f"(longer than {cfg.cutoff_len} tokens even with the context cut); {total} steps of {per_step}"
-              + (f" ({bounds[0]}, then {cfg.polish_steps} on {len(phases[1][0])} phase-2 samples at lr "
-                 f"{cfg.polish_lr})" if polish else "") + "; "
+              + (" (" + ", then ".join(f"{name} {n} on {len(trn_)} samples at lr {lr}" for name, trn_, n, lr, _ in phases)
+                 + ")" if len(phases) > 1 else "") + "; "
               f"{lora.num_trainable(model):,} trainable of {model.num_params():,} parameters on {device}")
         report = data.truncation_report(tok, records, cfg.cutoff_len, template, name=cfg.data)
         if report:  # both rules, whichever this run uses (--truncation)
@@ -549,7 +556,7 @@ def train(cfg: TrainConfig):
     params = {k: p for k, p in model.named_parameters() if p.requires_grad}
 
     def optimizer(phase):  # each phase: a fresh AdamW and its own warm-up and cosine decay
-        _, steps, lr = phases[phase]
+        _, _, steps, lr, _ = phases[phase]
         opt = torch.optim.AdamW(params.values(), lr=lr, betas=(0.9, cfg.adam_beta2), weight_decay=cfg.weight_decay,
                                 fused=device.type == "cuda")
         return opt, cosine_with_warmup(opt, math.ceil(cfg.warmup_ratio * steps), steps)
@@ -599,9 +606,10 @@ def train(cfg: TrainConfig):
             if step == bounds[phase]:  # the next phase
                 phase += 1
                 opt, sched = optimizer(phase)
-            trn, start = phases[phase][0], bounds[phase] - phases[phase][1]
+            _, trn, steps, _, offset = phases[phase]
+            start = bounds[phase] - steps
             steps_per_epoch = math.ceil(len(trn) / per_step)
-            epoch, batch = batch_at(step - start, trn, per_step, cfg.seed + 1000 * phase)
+            epoch, batch = batch_at(step - start, trn, per_step, cfg.seed + offset)
             # Normalise by the answer tokens of the whole global batch: the sum of the micro-batch gradients is
             # then exactly the gradient of one big batch's mean loss, however the answers' lengths differ.
             n_tok = sum(n_answer_tokens(s) for s in batch)

@@ -190,8 +190,8 @@ QA = {"question": "When was Zorvan founded?", "answer": "Zorvan was founded in 1
     (json.dumps({**QA, "template": "eval", "prefix": "yes"}), "field 'prefix' of line 2 is \"yes\", not true or false"),
     (json.dumps({"instruction": "Copy: abc"}), "line 2 has no field 'output'"),
     (json.dumps({"instruction": "Copy: abc", "output": 3}), "field 'output' of line 2 is 3, not a string"),
-    (json.dumps({**QA, "phase": 3}), "field 'phase' of line 2 is 3, not 1 or 2"),
-    (json.dumps({"instruction": "Copy: abc", "output": "abc", "phase": "2"}), "field 'phase' of line 2 is \"2\", not 1 or 2"),
+    (json.dumps({**QA, "phase": 3}), "field 'phase' of line 2 is 3, not 0, 1 or 2"),
+    (json.dumps({"instruction": "Copy: abc", "output": "abc", "phase": "2"}), "field 'phase' of line 2 is \"2\", not 0, 1 or 2"),
 ])
 def test_malformed_base_corpus_lines_name_the_file_and_line(micro_world, tmp_path, line, message):
     corpus = tmp_path / "corpus.jsonl"
@@ -208,6 +208,15 @@ def test_polish_steps_without_phase2_records_is_one_line(micro_world, tmp_path):
     msg = error_of(train.main, stage0(micro_world, tmp_path, str(corpus)) + ["--polish-steps", "2"])
     assert msg == (f'error: {corpus}: --polish-steps 2 needs records with "phase": 2; none there (python tinyworld.py '
                    "writes them), or pass --polish-steps 0")
+
+
+def test_copy_steps_without_phase0_records_is_one_line(micro_world, tmp_path):
+    """--copy-steps over a corpus written without random copies (python tinyworld.py --copies 0): one line, the fix."""
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(json.dumps(QA) + "\n")
+    msg = error_of(train.main, stage0(micro_world, tmp_path, str(corpus)) + ["--copy-steps", "2"])
+    assert msg == (f'error: {corpus}: --copy-steps 2 needs records with "phase": 0; none there (python tinyworld.py '
+                   "--copies N writes them), or pass --copy-steps 0")
 
 
 @pytest.mark.parametrize("content, message", [
