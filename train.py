@@ -100,7 +100,9 @@ class TrainConfig:
 # The paper's values are the dataclass defaults; stage 2 changes lr and epochs. `tiny` stage 0 is the shipped
 # base's recipe, chosen among the variants in the README's tiny-world section (tied embeddings, 4 layers of
 # d 256, AdamW beta2 0.95: the first setting whose base copied the passage's years within the budget; then a
-# second phase, tilted towards the eight-word values, that taught the base to copy them too). Its stages 1-2
+# second phase, tilted towards the eight-word values, that taught the base to copy them too). --copy-steps is
+# not in it: a copy phase first (README, v27) gave a base that answers better, but stage 2 on it still missed
+# its slot, and the shipped base (and the demo's bytes) would change. Its stages 1-2
 # put a rank-16 LoRA on all seven linear layers and on lm_head. lm_head because the tiny base never wrote the
 # method's words ("Sufficient", "CHECKING", the requirement sentences): its residual stream is large (RMS
 # 100-3000 at answer positions) and the seven block linears alone could not turn it towards them;
