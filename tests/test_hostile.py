@@ -201,22 +201,15 @@ def test_malformed_base_corpus_lines_name_the_file_and_line(micro_world, tmp_pat
     assert not os.path.exists(tmp_path / "base0" / "model.safetensors")
 
 
-def test_polish_steps_without_phase2_records_is_one_line(micro_world, tmp_path):
-    """--polish-steps over a corpus written before the second phase (no "phase": 2 line): one line, the fix."""
+@pytest.mark.parametrize("flag, phase, writer", [("--polish-steps", 2, ""), ("--copy-steps", 0, "--copies N ")])
+def test_a_phase_without_its_records_is_one_line(micro_world, tmp_path, flag, phase, writer):
+    """--polish-steps / --copy-steps over a corpus without "phase": 2 / 0 lines (written before the second phase,
+    or without --copies): one line, the fix."""
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(json.dumps(QA) + "\n")
-    msg = error_of(train.main, stage0(micro_world, tmp_path, str(corpus)) + ["--polish-steps", "2"])
-    assert msg == (f'error: {corpus}: --polish-steps 2 needs records with "phase": 2; none there (python tinyworld.py '
-                   "writes them), or pass --polish-steps 0")
-
-
-def test_copy_steps_without_phase0_records_is_one_line(micro_world, tmp_path):
-    """--copy-steps over a corpus written without random copies (python tinyworld.py --copies 0): one line, the fix."""
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text(json.dumps(QA) + "\n")
-    msg = error_of(train.main, stage0(micro_world, tmp_path, str(corpus)) + ["--copy-steps", "2"])
-    assert msg == (f'error: {corpus}: --copy-steps 2 needs records with "phase": 0; none there (python tinyworld.py '
-                   "--copies N writes them), or pass --copy-steps 0")
+    msg = error_of(train.main, stage0(micro_world, tmp_path, str(corpus)) + [flag, "2"])
+    assert msg == (f'error: {corpus}: {flag} 2 needs records with "phase": {phase}; none there (python tinyworld.py '
+                   f"{writer}writes them), or pass {flag} 0")
 
 
 @pytest.mark.parametrize("content, message", [
