@@ -699,7 +699,8 @@ def tokenize_records(tok, records, cutoff_len=1024, template: ChatTemplate = Non
         context, evidence = rec["context"], rec.get("evidence")
         if len(ids) > cutoff_len:
             st["over_cutoff"] += 1
-            head, _, tail = rec["prompt"].rpartition(context)
+            # a record without a context (stage 0's copies) has nothing to cut: it is dropped below
+            head, _, tail = rec["prompt"].rpartition(context) if context else (rec["prompt"], "", "")
             if truncation == "evidence" and evidence is not None:
                 kept = list(range(len(rec["paragraphs"])))
                 distractors = [i for i in kept if i not in evidence]

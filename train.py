@@ -541,6 +541,10 @@ def train(cfg: TrainConfig):
     phases = ([("copy", tokenized(extra[0]), cfg.copy_steps, cfg.copy_lr, 2000)] if extra[0] else []) + [
         ("main", trn, cfg.max_steps or math.ceil(len(trn) / per_step) * cfg.epochs, cfg.lr, 0)] + (
         [("polish", tokenized(extra[2]), cfg.polish_steps, cfg.polish_lr, 1000)] if extra[2] else [])
+    for name, trn_, _, _, _ in phases[:1] + phases[-1:]:
+        if name != "main" and not trn_:  # every record of the phase over the cutoff (the main one's: see above)
+            raise data.DataError(f"every {name}-phase record of {cfg.base_corpus} is longer than --cutoff-len "
+                                 f"{cfg.cutoff_len}")
     bounds = [sum(p[2] for p in phases[:i + 1]) for i in range(len(phases))]  # the last step of each phase
     total = bounds[-1]
 

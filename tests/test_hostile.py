@@ -212,6 +212,14 @@ def test_a_phase_without_its_records_is_one_line(micro_world, tmp_path, flag, ph
                    f"{writer}writes them), or pass {flag} 0")
 
 
+def test_a_copy_phase_whose_records_are_all_over_the_cutoff_is_one_line(micro_world, tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    long = {"instruction": "Repeat the text below.\n\n" + "rock jazz " * 200, "output": "rock jazz", "phase": 0}
+    corpus.write_text(json.dumps(QA) + "\n" + json.dumps(long) + "\n")
+    msg = error_of(train.main, stage0(micro_world, tmp_path, str(corpus)) + ["--copy-steps", "2", "--cutoff-len", "256"])
+    assert msg == f"error: every copy-phase record of {corpus} is longer than --cutoff-len 256"
+
+
 @pytest.mark.parametrize("content, message", [
     (None, "missing; stage 0 reads the tiny world's base_corpus.jsonl"),
     (b"", "holds no records"),

@@ -112,3 +112,15 @@ def test_unknown_rule_and_malformed_supporting_facts_are_refused(tmp_path, token
     item["supporting_facts"] = [["T3", "zero"]]
     with pytest.raises(ValueError, match=r"hotpot.json: field 'supporting_facts' of item 0 .*not a list of \[title"):
         stage2_records(write_hotpot(tmp_path, [item]), n=1)
+
+
+@pytest.mark.parametrize("truncation", ["evidence", "paper"])
+def test_a_record_without_a_context_is_dropped_whole_when_over_the_cutoff(tokenizer_path, truncation):
+    """Stage 0's copies have no context to cut: one over the cutoff is dropped and counted, the rest kept."""
+    tok = Tokenizer(tokenizer_path)
+    short = dict(id="a", prompt="Repeat the text below.\n\nrock jazz", context="", output="rock jazz")
+    long = dict(short, id="b", prompt="Repeat the text below.\n\n" + "rock jazz " * 200)
+    stats = {}
+    samples, dropped = tokenize_records(tok, [short, long], 128, truncation=truncation, stats=stats)
+    assert dropped == 1 and len(samples) == 1 and stats["over_cutoff"] == 1
+    assert samples[0] == tokenize_records(tok, [short], 128)[0][0]
