@@ -230,6 +230,10 @@ def polish_records(rng, names, count):
 # listings of random sentences one per line (the line start after a sentence is what the slot asks for).
 # Their words: every word of the world's fixed text (prompts, requests, sentence patterns, values) but the
 # method's own: none holds these (so "Sufficient", "Insufficient" and "sufficiently" are all left out).
+# Measured (README, v27 and v28): this gives a base that copies by content (48% of new runs, v12 1%) and
+# answers every known question, but its listings' line starts, the slot's shape, stay at chance, and stage 2's
+# slot at 0; line starts formed only from listings alone, and carried to the prompt's own sentences only from
+# listings of them in a shuffled order. Not built here yet.
 METHOD_WORDS = ("sufficient", "provided", "checking", "fulfilled")
 FIRST_PART_REQUEST = "Repeat the first part of the text below, one sentence per line."
 RANDOM_COPIES = (1.0, 0.675, 0.1)  # per draw, the chance of one random copy in phase 0, 1 and 2
