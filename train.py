@@ -520,14 +520,24 @@ def train(cfg: TrainConfig):
     if cfg.compile:
         model.compile_blocks()  # two graphs a run: with grad (training) and without (validation)
 
-    # stage 0's phases by the corpus's "phase": 0 (--copy-steps, first), 1 (the main one), 2 (--polish-steps, last)
-    extra = {n: [r for r in records if r.get("phase") == n] if steps else [] for n, steps in
-             ((0, cfg.copy_steps), (2, cfg.polish_steps))}
-    records = [r for r in records if r.get("phase", 1) == 1]
-    for n, flag, steps in ((0, "--copy-steps", cfg.copy_steps), (2, "--polish-steps", cfg.polish_steps)):
-        if steps and not extra[n]:
+    # stage 0's extra phases by the corpus's "phase": 0 (--copy-steps, before the main one) and 2 (--polish-steps,
+    # after it): (name, training samples, steps, peak lr, seed offset of its data order); the polish phase keeps
+    # offset 1000 and the main one 0, as before the copy phase existed (the shipped base's data order)
+    extra = {}
+    for n, name, flag, steps, lr, offset in ((0, "copy", "--copy-steps", cfg.copy_steps, cfg.copy_lr, 2000),
+                                              (2, "polish", "--polish-steps", cfg.polish_steps, cfg.polish_lr, 1000)):
+        if not steps:
+            continue
+        phase_records = [r for r in records if r.get("phase") == n]
+        if not phase_records:
             raise data.DataError(f'{cfg.base_corpus}: {flag} {steps} needs records with "phase": {n}; none there '
                                  f"(python tinyworld.py {'--copies N ' if n == 0 else ''}writes them), or pass {flag} 0")
+        phase_samples = data.tokenize_records(tok, phase_records, cfg.cutoff_len, template, cfg.truncation)[0]
+        if not phase_samples:
+            raise data.DataError(f"every {name}-phase record of {cfg.base_corpus} is longer than --cutoff-len "
+                                 f"{cfg.cutoff_len}")
+        extra[n] = (name, phase_samples, steps, lr, offset)
+    records = [r for r in records if r.get("phase", 1) == 1]
     samples, dropped = data.tokenize_records(tok, records, cfg.cutoff_len, template, cfg.truncation)
     if not samples:
         raise data.DataError(f"every one of {len(records)} records is longer than --cutoff-len {cfg.cutoff_len}")
@@ -535,16 +545,8 @@ def train(cfg: TrainConfig):
     n_val = math.ceil(cfg.val_share * len(samples)) if cfg.val_share > 0 else 0
     val, trn = [samples[i] for i in order[:n_val]], [samples[i] for i in order[n_val:]]
     per_step = cfg.micro_batch * cfg.grad_accum
-    # phases: (name, training samples, steps, peak lr, seed offset of its data order), each with a fresh AdamW; the
-    # main one keeps offset 0 and the polish phase 1000, as before the copy phase existed (the shipped base's order)
-    tokenized = lambda rs: data.tokenize_records(tok, rs, cfg.cutoff_len, template, cfg.truncation)[0]
-    phases = ([("copy", tokenized(extra[0]), cfg.copy_steps, cfg.copy_lr, 2000)] if extra[0] else []) + [
-        ("main", trn, cfg.max_steps or math.ceil(len(trn) / per_step) * cfg.epochs, cfg.lr, 0)] + (
-        [("polish", tokenized(extra[2]), cfg.polish_steps, cfg.polish_lr, 1000)] if extra[2] else [])
-    for name, trn_, _, _, _ in phases[:1] + phases[-1:]:
-        if name != "main" and not trn_:  # every record of the phase over the cutoff (the main one's: see above)
-            raise data.DataError(f"every {name}-phase record of {cfg.base_corpus} is longer than --cutoff-len "
-                                 f"{cfg.cutoff_len}")
+    main_phase = ("main", trn, cfg.max_steps or math.ceil(len(trn) / per_step) * cfg.epochs, cfg.lr, 0)
+    phases = [p for p in (extra.get(0), main_phase, extra.get(2)) if p]
     bounds = [sum(p[2] for p in phases[:i + 1]) for i in range(len(phases))]  # the last step of each phase
     total = bounds[-1]
 
