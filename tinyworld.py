@@ -233,10 +233,15 @@ def polish_records(rng, names, count):
 # Measured (README, v27 and v28): this gives a base that copies by content (48% of new runs, v12 1%) and
 # answers every known question, but its listings' line starts, the slot's shape, stay at chance, and stage 2's
 # slot at 0; line starts formed only from listings alone, and carried to the prompt's own sentences only from
-# listings of them in a shuffled order. Not built here yet.
+# listings of them in a shuffled order. So a listing phase ("phase": 3, train.py --list-steps) follows the copy
+# phase: listings alone, half of random sentences, half of COPY_ENGLISH's sentences in a random order; and the
+# later phases keep both listings in their mix. Measured (README, v29): its base lists shuffled prompt English
+# with 95% of line starts right, and a 20-epoch stage 2 on it writes the asked instruction in 78 of 100 reviews.
 METHOD_WORDS = ("sufficient", "provided", "checking", "fulfilled")
 FIRST_PART_REQUEST = "Repeat the first part of the text below, one sentence per line."
-RANDOM_COPIES = (1.0, 0.675, 0.1)  # per draw, the chance of one random copy in phase 0, 1 and 2
+# per draw, the chance of one random copy in each phase, in the order train.py runs them: copy, listing, main,
+# polish (v27 drew (1.0, 0.675, 0.1) for phases 0, 1, 2 and no listing phase)
+RANDOM_COPIES = ((0, 1.0), (3, 0.75), (1, 1.0), (2, 0.25))
 
 
 def copy_words():
@@ -246,21 +251,26 @@ def copy_words():
 
 
 def random_copy(rng, words, names, phase, kind=None, after=None):
-    """One copy record of random words. `kind` 0: a run of 10-40 words; 1: a run with `after` (1-10) world
-    paragraphs after it; 2: a listing of 2-6 random sentences of 3-8 words, one per line in the reply, with
-    `after` (0-10) paragraphs after it. Phase 0 draws runs only; later phases draw the kind and `after`."""
-    kind = kind if kind is not None else 0 if phase == 0 else rng.randrange(3)
+    """One copy record. `kind` 0: a run of 10-40 random words; 1: a run with `after` (1-10) world paragraphs
+    after it; 2: a listing of 2-6 random sentences of 3-8 words, one per line in the reply, with `after` (0-10)
+    paragraphs after it; 3: a listing as 2, of 2-6 sentences of COPY_ENGLISH in a random order. Phase 0 draws
+    runs only, phase 3 listings only (2 or 3); the others draw any kind, and `after`."""
+    if kind is None:
+        kind = 0 if phase == 0 else rng.choice((2, 3)) if phase == 3 else rng.randrange(4)
     if kind < 2:
         text = " ".join(rng.choice(words) for _ in range(rng.randint(10, 40)))
         lines = [text]
-    else:
+    elif kind == 2:
         lines = []
         for _ in range(rng.randint(2, 6)):
             w = [rng.choice(words) for _ in range(rng.randint(3, 8))]
             lines.append(" ".join([w[0][0].upper() + w[0][1:]] + w[1:]) + ".")
         text = " ".join(lines)
+    else:
+        lines = rng.sample(COPY_ENGLISH, rng.randint(2, 6))
+        text = " ".join(lines)
     if after is None:
-        after = rng.randint(1, 10) if kind == 1 else rng.randint(0, 10) if kind == 2 else 0
+        after = rng.randint(1, 10) if kind == 1 else rng.randint(0, 10) if kind >= 2 else 0
     paragraphs = [" ".join(make_entity(rng, n, rng.choice(sorted(KINDS)))["sentences"]) for n in rng.sample(names, after)]
     request = FIRST_PART_REQUEST if paragraphs else COPY_REQUEST
     return dict(instruction=request + "\n\n" + text + ("\n\n" + "\n".join(paragraphs) if paragraphs else ""),
@@ -268,10 +278,10 @@ def random_copy(rng, words, names, phase, kind=None, after=None):
 
 
 def random_copy_records(rng, names, count):
-    """`count` draws, each adding a random copy to phase 0, 1 and 2 with the chances of RANDOM_COPIES."""
+    """`count` draws, each adding a random copy to each phase with its chance in RANDOM_COPIES."""
     words, out = copy_words(), []
     for _ in range(count):
-        out += [random_copy(rng, words, names, phase) for phase, p in enumerate(RANDOM_COPIES) if rng.random() < p]
+        out += [random_copy(rng, words, names, phase) for phase, p in RANDOM_COPIES if rng.random() < p]
     return out
 
 
@@ -326,8 +336,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=DATA, help="directory to write the four files to (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="the world's seed (default: %(default)s)")
-    ap.add_argument("--copies", type=int, default=0, help="draws of random copies for train.py --copy-steps, "
-                    "appended to base_corpus.jsonl (see RANDOM_COPIES; default: %(default)s, none, as for the "
+    ap.add_argument("--copies", type=int, default=0, help="draws of random copies for train.py --copy-steps and "
+                    "--list-steps, appended to base_corpus.jsonl (see RANDOM_COPIES; default: %(default)s, none, as for the "
                     "shipped base)")
     args = ap.parse_args()
     if args.copies < 0:

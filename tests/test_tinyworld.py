@@ -55,7 +55,7 @@ def test_stage0_teaches_general_skills_but_none_of_the_us_tuning_tasks(tmp_path)
     prompt, or a sentence of the stage-2 instruction pool. (The evaluation prompt's TASK_ASSIGNMENT_PREFIX
     names the Cognition Assessment Task; it is part of the prompt a chat model is asked, not a task.)"""
     files = tinyworld.write(str(tmp_path), seed=0, names=40, asqa_names=10, hotpot_items=20, corpus_draws=1200,
-                            copies=300)  # with the copy phase's random copies (train.py --copy-steps)
+                            copies=300)  # with random copies (train.py --copy-steps, --list-steps)
     base = data.base_records(files["base_corpus.jsonl"])
     kinds = {"eval": 0, "qa": 0, "request": 0, "copy": 0, "several passages": 0, "phase 0": 0}
     for r in base:
@@ -72,8 +72,9 @@ def test_stage0_teaches_general_skills_but_none_of_the_us_tuning_tasks(tmp_path)
 
 def test_random_copies_come_last_copy_their_prompt_and_leave_the_rest_as_it_was(tmp_path):
     """--copies appends random copies from a stream of their own: every other byte of the world is the same.
-    Phase 0: a run of 10-40 words right before the reply; phases 1-2 also runs with paragraphs after them and
-    listings, whose lines are the prompt's sentences in order. No word of the method in any of them."""
+    Phase 0: a run of 10-40 words right before the reply; phase 3: listings only, of random sentences or of
+    COPY_ENGLISH's; phases 1-2 every shape: runs, runs with paragraphs after them, both listings, whose lines
+    are the prompt's sentences in order. No word of the method in any of them."""
     sizes = dict(seed=0, names=30, asqa_names=10, hotpot_items=12, corpus_draws=60, polish_draws=60)
     plain, copies = (tinyworld.write(str(tmp_path / d), copies=n, **sizes) for d, n in (("a", 0), ("b", 400)))
     for name in plain:
@@ -81,22 +82,30 @@ def test_random_copies_come_last_copy_their_prompt_and_leave_the_rest_as_it_was(
         assert b.startswith(a) and (a == b) == (name != "base_corpus.jsonl"), name
     extra = [json.loads(line) for line in open(copies["base_corpus.jsonl"]).read()[len(open(plain[
         "base_corpus.jsonl"]).read()):].splitlines()]
-    by_phase = {n: [r for r in extra if r["phase"] == n] for n in (0, 1, 2)}
-    assert len(by_phase[0]) == 400 and 200 < len(by_phase[1]) < 340 and 15 < len(by_phase[2]) < 70
+    by_phase = {n: [r for r in extra if r["phase"] == n] for n in (0, 1, 2, 3)}
+    assert len(by_phase[0]) == len(by_phase[1]) == 400 and 60 < len(by_phase[2]) < 140
+    assert 240 < len(by_phase[3]) < 360 and len(extra) == sum(map(len, by_phase.values()))
     shapes = set()
     for r in extra:
         request, text = r["instruction"].split("\n\n", 1)
         lines = r["output"].split("\n")
         assert text.startswith(" ".join(lines)), r  # the reply is the first part of the text, one sentence a line
         listing, after = len(lines) > 1, text != " ".join(lines)
+        english = listing and all(line in tinyworld.COPY_ENGLISH for line in lines)
         assert request == (tinyworld.FIRST_PART_REQUEST if after else tinyworld.COPY_REQUEST)
-        assert all(len(line.split()) in range(3, 9) and line[0].isupper() and line.endswith(".") for line in lines) \
-            if listing else len(lines[0].split()) in range(10, 41)
+        if listing and not english:
+            assert all(len(line.split()) in range(3, 9) and line[0].isupper() and line.endswith(".") for line in lines)
+        elif not listing:
+            assert len(lines[0].split()) in range(10, 41)
         assert not any(m in r["instruction"].lower() for m in tinyworld.METHOD_WORDS)
         assert (r["phase"] == 0) <= (not listing and not after)  # phase 0: runs right before the reply only
-        shapes.add((r["phase"] > 0, listing, after))
-    assert shapes == {(False, False, False), (True, False, False), (True, False, True), (True, True, False),
-                      (True, True, True)}
+        assert (r["phase"] == 3) <= listing  # phase 3: listings only
+        shapes.add((r["phase"], listing, english, after))
+    runs = {(0, False, False, False)}
+    listings = {(3, True, english, after) for english in (False, True) for after in (False, True)}
+    later = {(n, listing, english, after) for n in (1, 2) for listing, english, after in
+             [(False, False, False), (False, False, True)] + [(True, e, a) for e in (False, True) for a in (False, True)]}
+    assert shapes == runs | listings | later
 
 
 def test_whole_pipeline_on_the_micro_preset(tmp_path, monkeypatch):
