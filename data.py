@@ -346,8 +346,8 @@ KINDS = {"a string": lambda v: isinstance(v, str), "a string or null": lambda v:
              isinstance(p, list) and len(p) == 2 and (p[0] is None or isinstance(p[0], str)) and isinstance(p[1], str)
              for p in v),
          "eval or qa": lambda v: v in ("eval", "qa"), "true or false": lambda v: isinstance(v, bool),
-         "an int from 0 to 4": lambda v: type(v) is int and 0 <= v <= 4, "0, 1, 2 or 3": lambda v: type(v) is int and 0 <= v <= 3
-         and type(v) is int}
+         "an int from 0 to 4": lambda v: type(v) is int and 0 <= v <= 4,
+         "0, 1, 2 or 3": lambda v: type(v) is int and 0 <= v <= 3}
 
 
 def _need(obj, field, path, where, kind=None, fix="fix the file (or download it again)"):

@@ -336,9 +336,9 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=DATA, help="directory to write the four files to (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="the world's seed (default: %(default)s)")
-    ap.add_argument("--copies", type=int, default=0, help="draws of random copies for train.py --copy-steps and "
-                    "--list-steps, appended to base_corpus.jsonl (see RANDOM_COPIES; default: %(default)s, none, as for the "
-                    "shipped base)")
+    ap.add_argument("--copies", type=int, default=0, help="draws of random copies for train.py --copy-steps "
+                    "and --list-steps, appended to base_corpus.jsonl (see RANDOM_COPIES; default: %(default)s, "
+                    "none, as for the shipped base)")
     args = ap.parse_args()
     if args.copies < 0:
         ap.error(f"--copies must be >= 0, not {args.copies}")

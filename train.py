@@ -106,9 +106,9 @@ class TrainConfig:
 # --list-steps are not in it: a copy phase and a listing phase first (README, v27, v29) gave bases that answer
 # better, and on v29 a 20-epoch stage 2 learned the review's slot, but stage 1 missed its bar there and the
 # preset's 6-epoch stage 2 did not learn the slot; the shipped base (and the demo's bytes) would change. Its
-# stages 1-2 put a rank-16 LoRA on all seven linear layers and on lm_head. lm_head because the tiny base never wrote the
-# method's words ("Sufficient", "CHECKING", the requirement sentences): its residual stream is large (RMS
-# 100-3000 at answer positions) and the seven block linears alone could not turn it towards them;
+# stages 1-2 put a rank-16 LoRA on all seven linear layers and on lm_head. lm_head because the tiny base never
+# wrote the method's words ("Sufficient", "CHECKING", the requirement sentences): its residual stream is large
+# (RMS 100-3000 at answer positions) and the seven block linears alone could not turn it towards them;
 # overfitting 8 stage-1 samples for 40 steps ended at 1.0 nats/token without lm_head (lr 3e-3 or 1e-2, alpha
 # 16 to 512) and at 0.001 with it (full fine-tuning: 0.001). Measured on the v12 base (README): stage 1 at lr
 # 3e-3 judged 69.9% of the test Cognition prompts right after 3 epochs (val 0.174) and 96.2% after 6 (val
@@ -536,7 +536,7 @@ def train(cfg: TrainConfig):
         phase_records = [r for r in records if r.get("phase") == n]
         if not phase_records:
             raise data.DataError(f'{cfg.base_corpus}: {flag} {steps} needs records with "phase": {n}; none there '
-                                 f"(python tinyworld.py {'--copies N ' if n in (0, 3) else ''}writes them), or pass {flag} 0")
+                                 f"(python tinyworld.py {'--copies N ' if n != 2 else ''}writes them), or pass {flag} 0")
         phase_samples = data.tokenize_records(tok, phase_records, cfg.cutoff_len, template, cfg.truncation)[0]
         if not phase_samples:
             raise data.DataError(f"every {name}-phase record of {cfg.base_corpus} is longer than --cutoff-len "
