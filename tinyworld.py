@@ -271,10 +271,15 @@ def random_copy(rng, words, names, phase, kind=None, after=None):
         text = " ".join(lines)
     if after is None:
         after = rng.randint(1, 10) if kind == 1 else rng.randint(0, 10) if kind >= 2 else 0
+    return dict(instruction=copy_request(rng, names, text, after), output="\n".join(lines), phase=phase)
+
+
+def copy_request(rng, names, text, after):
+    """The prompt of a copy of `text`: the request, the text, then `after` world paragraphs about names drawn
+    from `names` (with them, the request asks for the first part)."""
     paragraphs = [" ".join(make_entity(rng, n, rng.choice(sorted(KINDS)))["sentences"]) for n in rng.sample(names, after)]
     request = FIRST_PART_REQUEST if paragraphs else COPY_REQUEST
-    return dict(instruction=request + "\n\n" + text + ("\n\n" + "\n".join(paragraphs) if paragraphs else ""),
-                output="\n".join(lines), phase=phase)
+    return request + "\n\n" + text + ("\n\n" + "\n".join(paragraphs) if paragraphs else "")
 
 
 def random_copy_records(rng, names, count):

@@ -71,10 +71,7 @@ def review_listing(rng, names, after, instruction=None, slot=None):
     instruction = instruction if instruction is not None else rng.randrange(len(data.INSTRUCTIONS))
     slot = slot if slot is not None else rng.randrange(len(data.REQUIREMENTS))
     lines = data.requirement_sentences(data.INSTRUCTIONS[instruction][0], slot)
-    paragraphs = [" ".join(tinyworld.make_entity(rng, n, rng.choice(sorted(tinyworld.KINDS)))["sentences"])
-                  for n in rng.sample(names, after)]
-    request = tinyworld.FIRST_PART_REQUEST if paragraphs else tinyworld.COPY_REQUEST
-    prompt = request + "\n\n" + " ".join(lines) + ("\n\n" + "\n".join(paragraphs) if paragraphs else "")
+    prompt = tinyworld.copy_request(rng, names, " ".join(lines), after)
     return prompt, "\n".join(lines), lines.index(data.INSTRUCTIONS[instruction][0]) - 1
 
 
