@@ -55,7 +55,7 @@ def test_stage0_teaches_general_skills_but_none_of_the_us_tuning_tasks(tmp_path)
     prompt, or a sentence of the stage-2 instruction pool. (The evaluation prompt's TASK_ASSIGNMENT_PREFIX
     names the Cognition Assessment Task; it is part of the prompt a chat model is asked, not a task.)"""
     files = tinyworld.write(str(tmp_path), seed=0, names=40, asqa_names=10, hotpot_items=20, corpus_draws=1200,
-                            copies=300)  # with random copies (train.py --copy-steps, --list-steps)
+                            copies=300, requests=100)  # with random copies (--copy-steps, --list-steps), requests
     base = data.base_records(files["base_corpus.jsonl"])
     kinds = {"eval": 0, "qa": 0, "request": 0, "copy": 0, "several passages": 0, "phase 0": 0}
     for r in base:
@@ -106,6 +106,35 @@ def test_random_copies_come_last_copy_their_prompt_and_leave_the_rest_as_it_was(
     later = {(n, listing, english, after) for n in (1, 2) for listing, english, after in
              [(False, False, False), (False, False, True)] + [(True, e, a) for e in (False, True) for a in (False, True)]}
     assert shapes == runs | listings | later
+
+
+def test_request_records_come_last_and_apply_a_request_of_stage0s_pool(tmp_path):
+    """--requests appends questions in TASK_QA after the random copies, from a stream of their own: every other
+    byte is the same. Each carries a format request of stage 0's own pool in one of the five slots, and its
+    answer is the passage's sentence with that request applied; it asks over one passage, or over ten
+    paragraphs (nine about other names) about a quarter of the time."""
+    sizes = dict(seed=0, names=30, asqa_names=10, hotpot_items=12, corpus_draws=60, polish_draws=60, copies=50)
+    plain, requests = (tinyworld.write(str(tmp_path / d), requests=n, **sizes) for d, n in (("a", 0), ("b", 400)))
+    for name in plain:
+        a, b = (open(f[name]).read() for f in (plain, requests))
+        assert b.startswith(a) and (a == b) == (name != "base_corpus.jsonl"), name
+    n_plain = len(open(plain["base_corpus.jsonl"]).read().splitlines())
+    extra = data.base_records(requests["base_corpus.jsonl"])[n_plain:]
+    raw = [json.loads(line) for line in open(requests["base_corpus.jsonl"]).read().splitlines()[n_plain:]]
+    assert len(extra) == len(raw) == 400
+    pool, ten, used = dict(tinyworld.FORMAT_REQUESTS), 0, set()
+    for rec, r in zip(raw, extra):
+        assert rec["template"] == "qa" and r["phase"] == 1 and "phase" not in rec
+        assert rec["slot"] in range(5) and rec["request"] in r["prompt"] and r["output"] == rec["answer"]
+        sentences = [[s + "." for s in p.rstrip(".").split(". ")] for _, p in rec["passages"]]
+        holding = [ss for ss in sentences if any(pool[rec["request"]](s) == rec["answer"] for s in ss)]
+        assert len(holding) == 1, rec  # one passage says the answer's fact, and the answer is it, formatted
+        assert len(sentences) in (1, 10) and len({ss[0].split(" is a ")[0] for ss in sentences}) == len(sentences)
+        ten += len(sentences) == 10
+        used.add(rec["request"])
+        assert not any(m in r["output"].lower() for m in tinyworld.METHOD_WORDS) and "CHECKING" not in r["prompt"]
+        assert not any(s in r["prompt"] for s, _, _ in data.INSTRUCTIONS)
+    assert 60 < ten < 140 and used == set(pool)
 
 
 def test_whole_pipeline_on_the_micro_preset(tmp_path, monkeypatch):
