@@ -80,16 +80,22 @@ def world_names(seed=0, count=160):
     return tinyworld.make_names(random.Random(seed), count, tinyworld.fixed_text())
 
 
-def main(argv=None):
+def open_base(cls, doc, argv):
+    """A base probe's start: (parser, config of dataclass `cls` with `model` and `items` fields, the model in
+    fp32 on the CPU, its tokenizer and chat template, whether bf16 autocast runs, and why)."""
     limits = {"items": ">= 1"}
-    ap = config_parser(ProbeConfig, __doc__, limits)
-    cfg = ProbeConfig(**vars(ap.parse_args(argv)))
+    ap = config_parser(cls, doc, limits)
+    cfg = cls(**vars(ap.parse_args(argv)))
     check_limits(ap, cfg, limits)
     if not os.path.isfile(os.path.join(cfg.model, "model.safetensors")):
         ap.error(f"{cfg.model}: no model.safetensors; pass a model directory (train.py --stage 0 writes one)")
     _, _, autocast, why = resolve_device("cpu", "auto")
     model = Llama.from_pretrained(cfg.model).eval()
-    tok, template = data.Tokenizer(cfg.model), data.chat_template(cfg.model)
+    return ap, cfg, model, data.Tokenizer(cfg.model), data.chat_template(cfg.model), autocast, why
+
+
+def main(argv=None):
+    _, cfg, model, tok, template, autocast, why = open_base(ProbeConfig, __doc__, argv)
     print(f"{cfg.model}: {cfg.items} copies per shape, seed {cfg.seed}; precision: {why}")
     rng, words, names = random.Random(cfg.seed), tinyworld.copy_words(), world_names()
     pct = lambda good, n: f"{good}/{n} ({100 * good / max(n, 1):.1f}%)"

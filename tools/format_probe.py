@@ -20,8 +20,8 @@ from dataclasses import dataclass
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data  # noqa: E402
 import tinyworld  # noqa: E402
-from cli import check_limits, config_parser  # noqa: E402
-from model import Llama, generate, resolve_device  # noqa: E402
+from copy_probe import open_base  # noqa: E402
+from model import generate  # noqa: E402
 
 OWN = list(tinyworld.FORMAT_REQUESTS)
 STAGE2 = [(sentence, apply) for sentence, apply, _ in data.INSTRUCTIONS]
@@ -75,17 +75,9 @@ def counts(replies, probes):
 
 
 def main(argv=None):
-    limits = {"items": ">= 1"}
-    ap = config_parser(ProbeConfig, __doc__, limits)
-    cfg = ProbeConfig(**vars(ap.parse_args(argv)))
-    check_limits(ap, cfg, limits)
-    if not os.path.isfile(os.path.join(cfg.model, "model.safetensors")):
-        ap.error(f"{cfg.model}: no model.safetensors; pass a model directory (train.py --stage 0 writes one)")
+    ap, cfg, model, tok, template, autocast, why = open_base(ProbeConfig, __doc__, argv)
     if not os.path.isfile(cfg.hotpot):
         ap.error(f"{cfg.hotpot}: missing; `python tinyworld.py` writes the tiny world's files")
-    _, _, autocast, why = resolve_device("cpu", "auto")
-    model = Llama.from_pretrained(cfg.model).eval()
-    tok, template = data.Tokenizer(cfg.model), data.chat_template(cfg.model, "auto")
     items = data.load_hotpot(cfg.hotpot)[300:300 + cfg.items]
     if not items:
         ap.error(f"{cfg.hotpot}: no items from 300 on (the held-out ones); it holds the tiny world's 400")
