@@ -158,6 +158,13 @@ COPY_ENGLISH = sorted({s for text in (data.EVAL_SYSTEM, data.EVAL_USER, data.TAS
 HARD_SHARE = 0.25
 
 
+def with_request(rng, rec):
+    """A TASK_QA record given a format request of FORMAT_REQUESTS in a random slot, its answer formatted so."""
+    request, apply = rng.choice(FORMAT_REQUESTS)
+    rec.update(answer=apply(rec["answer"]), request=request, slot=rng.randrange(5))
+    return rec
+
+
 def corpus_records(rng, names, count):
     """Stage 0's instruction data: `count` draws of a name from `names` (the benchmark's names too), each with
     1-4 entities of different kinds (ambiguous, as in ASQA) whose facts are drawn afresh every time, so a
@@ -189,10 +196,7 @@ def corpus_records(rng, names, count):
             rng.shuffle(paragraphs)
             rec = dict(question=question, answer=answer, template="qa",
                        passages=[[None, " ".join(p["sentences"])] for p in paragraphs])
-            if rng.random() < 0.5:
-                request, apply = rng.choice(FORMAT_REQUESTS)
-                rec.update(answer=apply(answer), request=request, slot=rng.randrange(5))
-            hard.append(rec)
+            hard.append(with_request(rng, rec) if rng.random() < 0.5 else rec)
         sentences = others[0]["sentences"]  # one passage: over four, copying stayed at chance and slowed the rest
         hard.append(dict(instruction=COPY_REQUEST + "\n\n" + " ".join(sentences), output="\n".join(sentences)))
         out += [r for r in hard if rng.random() < HARD_SHARE]
@@ -311,9 +315,8 @@ def request_records(rng, names, count):
             shown += [make_entity(rng, n, rng.choice(sorted(KINDS))) for n in others]
             rng.shuffle(shown)
         question, answer, _value = rng.choice(asked["facts"])
-        request, apply = rng.choice(FORMAT_REQUESTS)
-        out.append(dict(question=question, answer=apply(answer), template="qa", request=request,
-                        slot=rng.randrange(5), passages=[[None, " ".join(e["sentences"])] for e in shown]))
+        rec = with_request(rng, dict(question=question, answer=answer, template="qa"))
+        out.append(dict(rec, passages=[[None, " ".join(e["sentences"])] for e in shown]))
     return out
 
 
