@@ -346,8 +346,7 @@ KINDS = {"a string": lambda v: isinstance(v, str), "a string or null": lambda v:
              isinstance(p, list) and len(p) == 2 and (p[0] is None or isinstance(p[0], str)) and isinstance(p[1], str)
              for p in v),
          "eval or qa": lambda v: v in ("eval", "qa"), "true or false": lambda v: isinstance(v, bool),
-         "an int from 0 to 4": lambda v: type(v) is int and 0 <= v <= 4,
-         "0, 1, 2 or 3": lambda v: type(v) is int and 0 <= v <= 3}
+         "an int from 0 to 4": lambda v: type(v) is int and 0 <= v <= 4}
 
 
 def _need(obj, field, path, where, kind=None, fix="fix the file (or download it again)"):
@@ -595,8 +594,9 @@ def base_records(corpus_path):
     question answered from passages, {"question", "answer", "passages": [[title or null, text]], "template":
     "eval" | "qa", optional "prefix" (eval: with TASK_ASSIGNMENT_PREFIX), "request" and "slot" (qa: a format
     request in slot I{slot})}, or a general skill such as copying, {"instruction", "output"}; either may say
-    "phase": 0 (train.py's copy phase, --copy-steps, first), 3 (its listing phase, --list-steps, next) or 2 (its
-    last one, --polish-steps); default 1, the main phase, which runs after the listing phase. The answer is
+    "phase": 0 (train.py's copy phase, --copy-steps, first), 3 (its listing phase, --list-steps, next), 2 (its
+    polish phase, --polish-steps) or 4 (its request phase, --request-steps, last); default 1, the main phase,
+    which runs after the listing phase. The answer is
     always in the passages, so the base learns to answer, never to refuse: the paper's diagnosis. A line that is
     not such an object is refused with its number."""
     text = _read_text(corpus_path, "stage 0 reads the tiny world's base_corpus.jsonl (python tinyworld.py writes "
@@ -615,7 +615,7 @@ def base_records(corpus_path):
             raise DataError(f"{corpus_path}: {where} is {json.dumps(qa)[:40]}, not a JSON object; each line must be "
                             'one {"question", "answer", "passages", "template"} or {"instruction", "output"}')
         fix = "fix the line (python tinyworld.py writes the tiny world's corpus)"
-        phase = _need(qa, "phase", corpus_path, where, "0, 1, 2 or 3", fix) if "phase" in qa else 1
+        phase = _need(qa, "phase", corpus_path, where, "an int from 0 to 4", fix) if "phase" in qa else 1
         if "instruction" in qa:
             prompt, output = (_need(qa, field, corpus_path, where, "a string", fix) for field in ("instruction", "output"))
             out.append(dict(id=f"base{n}", prompt=prompt, context="", output=output, phase=phase))

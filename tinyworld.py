@@ -158,9 +158,9 @@ COPY_ENGLISH = sorted({s for text in (data.EVAL_SYSTEM, data.EVAL_USER, data.TAS
 HARD_SHARE = 0.25
 
 
-def with_request(rng, rec):
-    """A TASK_QA record given a format request of FORMAT_REQUESTS in a random slot, its answer formatted so."""
-    request, apply = rng.choice(FORMAT_REQUESTS)
+def with_request(rng, rec, pool=FORMAT_REQUESTS):
+    """A TASK_QA record given a format request of `pool` in a random slot, its answer formatted so."""
+    request, apply = rng.choice(pool)
     rec.update(answer=apply(rec["answer"]), request=request, slot=rng.randrange(5))
     return rec
 
@@ -305,29 +305,79 @@ def random_copy_records(rng, names, count):
 # request): its base applied its requests (36 of 66, 44 of 64) but stopped copying years out of any passage (0
 # of 177; it wrote "1818"), as HARD_SHARE's note says too many such records do.
 def request_records(rng, names, count):
-    out = []
+    return [request_record(rng, names) for _ in range(count)]
+
+
+def request_record(rng, names, pool=FORMAT_REQUESTS):
+    """One TASK_QA question with a request of `pool`, over the asked entity's passage alone (3 in 4) or ten
+    paragraphs."""
+    name = rng.choice(names)
+    asked = make_entity(rng, name, rng.choice(sorted(KINDS)))
+    shown = [asked]
+    if rng.random() < 0.25:
+        others = rng.sample([n for n in names if n != name], 9)
+        shown += [make_entity(rng, n, rng.choice(sorted(KINDS))) for n in others]
+        rng.shuffle(shown)
+    question, answer, _value = rng.choice(asked["facts"])
+    rec = with_request(rng, dict(question=question, answer=answer, template="qa"), pool)
+    return dict(rec, passages=[[None, " ".join(e["sentences"])] for e in shown])
+
+
+# The request phase (`python tinyworld.py --request-phase N`, train.py --request-steps; none by default):
+# "phase": 4 records, trained after the polish phase, when the year copy has formed. Adding requests to the
+# main phase instead (v30, v31) stopped it forming (README: known 51.4, every year wrong); 300 steps of requests
+# after v29's polish phase kept it (known 100.0) and taught v29's base to apply them (39 of 66). Half the records
+# are polish-phase questions, so the facts' copying stays in the mix; half are request records over
+# REQUEST_PHASE_POOL: stage 0's own pool and CHAT_REQUESTS.
+# CHAT_REQUESTS asks for the formats of stage 2's pool (data.INSTRUCTIONS, one each, in its order) in other
+# words. A chat model knows how to write an answer in capitals or wrap it in quotes before US-Tuning starts;
+# what stage 2 must teach is its pool's sentences, its prompt and the CHECKING review. No sentence here is one
+# of data.INSTRUCTIONS (a test checks it). Measured (README, v32): without them the base applied none of stage
+# 2's formats (format_probe's stage-2 rows: 0), and a 20-epoch stage 2 passed 23 of 100 items.
+CHAT_REQUESTS = [(sentence, op) for sentence, (_, op, _) in zip([
+    "Use only capital letters for the answer.",
+    "Use only small letters for the answer.",
+    "Put the answer inside double quotation marks.",
+    "Put square brackets around the answer.",
+    "Put round brackets around the answer.",
+    "Open the answer with the words \"The answer is\".",
+    "Open the answer with the word \"Sure\".",
+    "Close the answer with an exclamation mark.",
+    "Close the answer with a full stop.",
+    "Make the answer bold: two asterisks on each side.",
+    "Make the answer a list item: a hyphen and a space before it.",
+    "Say the answer two times, with a semicolon between them.",
+    "Add the sentence \"I hope this helps.\" after the answer.",
+    "Put hyphens between the words of the answer, not spaces.",
+], data.INSTRUCTIONS, strict=True)]
+REQUEST_PHASE_POOL = FORMAT_REQUESTS + CHAT_REQUESTS
+# Listings kept in the request phase's mix: without them (v32) its 600 steps took much of what the listing phase
+# taught (validation loss on the main phase's mix 0.33 -> 0.84; stage 2's slot 80 of 130, on v29 114).
+LISTING_SHARE = 0.25
+
+
+def request_phase_records(rng, names, count):
+    """`count` draws for the request phase, each a polish-phase question (half) or a request record of
+    REQUEST_PHASE_POOL (half), and with chance LISTING_SHARE a listing as the listing phase's, all marked
+    "phase": 4."""
+    out, words = [], copy_words()
     for _ in range(count):
-        name = rng.choice(names)
-        asked = make_entity(rng, name, rng.choice(sorted(KINDS)))
-        shown = [asked]
-        if rng.random() < 0.25:
-            others = rng.sample([n for n in names if n != name], 9)
-            shown += [make_entity(rng, n, rng.choice(sorted(KINDS))) for n in others]
-            rng.shuffle(shown)
-        question, answer, _value = rng.choice(asked["facts"])
-        rec = with_request(rng, dict(question=question, answer=answer, template="qa"))
-        out.append(dict(rec, passages=[[None, " ".join(e["sentences"])] for e in shown]))
+        rec = polish_records(rng, names, 1)[0] if rng.random() < 0.5 else request_record(rng, names, REQUEST_PHASE_POOL)
+        out.append(dict(rec, phase=4))
+        if rng.random() < LISTING_SHARE:
+            out.append(random_copy(rng, words, names, 4, kind=rng.choice((2, 3))))
     return out
 
 
 def generate(seed=0, names=160, asqa_names=120, hotpot_items=400, corpus_draws=8000, polish_draws=8000, avoid="",
-             copies=0, requests=0):
+             copies=0, requests=0, request_phase=0):
     """Return (asqa, hotpot, corpus, names) for one seed; the same seed always gives the same world. One pool
     of `names` serves every part, each draw with facts drawn afresh: ASQA gives `asqa_names` of them one
     record each, a HotpotQA item asks about one and uses nine others as distractors, stage 0 draws from all.
     So every name is a frequent token, yet no fact is worth remembering: the base must read the passage.
-    `copies` draws of random copies (random_copy_records) and `requests` request records (request_records) come
-    last, each from a stream of its own (seed + 1, seed + 2): the other records are the same with or without them."""
+    `copies` draws of random copies (random_copy_records), `requests` request records (request_records) and
+    `request_phase` request-phase records (request_phase_records) come last, each from a stream of its own
+    (seed + 1, seed + 2, seed + 3): the other records are the same with or without them."""
     rng = random.Random(seed)
     pool = make_names(rng, names, avoid)
     train = {}
@@ -342,7 +392,8 @@ def generate(seed=0, names=160, asqa_names=120, hotpot_items=400, corpus_draws=8
         hotpot.append(hotpot_item(rng, k, gold, distractors))
     corpus = corpus_records(rng, pool, corpus_draws) + polish_records(rng, pool, polish_draws)
     corpus += random_copy_records(random.Random(seed + 1), pool, copies)
-    return asqa, hotpot, corpus + request_records(random.Random(seed + 2), pool, requests), pool
+    corpus += request_records(random.Random(seed + 2), pool, requests)
+    return asqa, hotpot, corpus + request_phase_records(random.Random(seed + 3), pool, request_phase), pool
 
 
 def fixed_text():
@@ -378,9 +429,13 @@ if __name__ == "__main__":
     ap.add_argument("--requests", type=int, default=0, help="main-phase questions with a format request of "
                     "stage 0's own pool, over one passage or ten paragraphs (see request_records; default: "
                     "%(default)s, none, as for the shipped base)")
+    ap.add_argument("--request-phase", type=int, default=0, help="draws for train.py --request-steps: \"phase\": 4 "
+                    "records, half polish-phase questions, half questions with a request of stage 0's pool or of "
+                    "CHAT_REQUESTS (see request_phase_records; default: %(default)s, none, as for the shipped base)")
     args = ap.parse_args()
-    for flag in ("copies", "requests"):
+    for flag in ("copies", "requests", "request_phase"):
         if getattr(args, flag) < 0:
-            ap.error(f"--{flag} must be >= 0, not {getattr(args, flag)}")
-    for name, path in write(args.out, args.seed, copies=args.copies, requests=args.requests).items():
+            ap.error(f"--{flag.replace('_', '-')} must be >= 0, not {getattr(args, flag)}")
+    for name, path in write(args.out, args.seed, copies=args.copies, requests=args.requests,
+                            request_phase=args.request_phase).items():
         print(f"wrote {path}")

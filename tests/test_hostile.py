@@ -190,10 +190,10 @@ QA = {"question": "When was Zorvan founded?", "answer": "Zorvan was founded in 1
     (json.dumps({**QA, "template": "eval", "prefix": "yes"}), "field 'prefix' of line 2 is \"yes\", not true or false"),
     (json.dumps({"instruction": "Copy: abc"}), "line 2 has no field 'output'"),
     (json.dumps({"instruction": "Copy: abc", "output": 3}), "field 'output' of line 2 is 3, not a string"),
-    (json.dumps({**QA, "phase": 4}), "field 'phase' of line 2 is 4, not 0, 1, 2 or 3"),
-    (json.dumps({**QA, "phase": True}), "field 'phase' of line 2 is true, not 0, 1, 2 or 3"),
+    (json.dumps({**QA, "phase": 5}), "field 'phase' of line 2 is 5, not an int from 0 to 4"),
+    (json.dumps({**QA, "phase": True}), "field 'phase' of line 2 is true, not an int from 0 to 4"),
     (json.dumps({"instruction": "Copy: abc", "output": "abc", "phase": "2"}),
-     "field 'phase' of line 2 is \"2\", not 0, 1, 2 or 3"),
+     "field 'phase' of line 2 is \"2\", not an int from 0 to 4"),
 ])
 def test_malformed_base_corpus_lines_name_the_file_and_line(micro_world, tmp_path, line, message):
     corpus = tmp_path / "corpus.jsonl"
@@ -204,10 +204,11 @@ def test_malformed_base_corpus_lines_name_the_file_and_line(micro_world, tmp_pat
 
 
 @pytest.mark.parametrize("flag, phase, writer", [("--polish-steps", 2, ""), ("--copy-steps", 0, "--copies N "),
-                                                 ("--list-steps", 3, "--copies N ")])
+                                                 ("--list-steps", 3, "--copies N "),
+                                                 ("--request-steps", 4, "--request-phase N ")])
 def test_a_phase_without_its_records_is_one_line(micro_world, tmp_path, flag, phase, writer):
-    """--polish-steps / --copy-steps / --list-steps over a corpus without "phase": 2 / 0 / 3 lines (written before
-    the second phase, or without --copies): one line, the fix."""
+    """--polish-steps / --copy-steps / --list-steps / --request-steps over a corpus without "phase": 2 / 0 / 3 / 4
+    lines (written before the second phase, or without --copies / --request-phase): one line, the fix."""
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(json.dumps(QA) + "\n")
     msg = error_of(train.main, stage0(micro_world, tmp_path, str(corpus)) + [flag, "2"])

@@ -50,12 +50,14 @@ def test_builders_consume_the_world_with_nothing_skipped(tmp_path):
 
 
 def test_stage0_teaches_general_skills_but_none_of_the_us_tuning_tasks(tmp_path):
-    """The base may read, copy and follow format requests of its own pool, like a chat model; it never sees
+    """The base may read, copy and follow format requests of its own pools (stage 0's, and CHAT_REQUESTS: stage
+    2's formats asked in other words), like a chat model; it never sees
     a Sufficient/Insufficient judgement, a 'Not Provided' reply, a CHECKING review, the stage-1 or stage-2
     prompt, or a sentence of the stage-2 instruction pool. (The evaluation prompt's TASK_ASSIGNMENT_PREFIX
     names the Cognition Assessment Task; it is part of the prompt a chat model is asked, not a task.)"""
     files = tinyworld.write(str(tmp_path), seed=0, names=40, asqa_names=10, hotpot_items=20, corpus_draws=1200,
-                            copies=300, requests=100)  # with random copies (--copy-steps, --list-steps), requests
+                            copies=300, requests=100, request_phase=100)  # with random copies, requests and the
+    # request phase (--copy-steps, --list-steps, --requests, --request-phase)
     base = data.base_records(files["base_corpus.jsonl"])
     kinds = {"eval": 0, "qa": 0, "request": 0, "copy": 0, "several passages": 0, "phase 0": 0}
     for r in base:
@@ -135,6 +137,46 @@ def test_request_records_come_last_and_apply_a_request_of_stage0s_pool(tmp_path)
         assert not any(m in r["output"].lower() for m in tinyworld.METHOD_WORDS) and "CHECKING" not in r["prompt"]
         assert not any(s in r["prompt"] for s, _, _ in data.INSTRUCTIONS)
     assert 60 < ten < 140 and used == set(pool)
+
+
+def test_request_phase_records_come_last_half_questions_half_requests_of_both_pools(tmp_path):
+    """--request-phase appends "phase": 4 records after the requests, from a stream of their own: every other
+    byte is the same. Per draw, a polish-phase question over one passage (half) or a TASK_QA question with a
+    request of stage 0's own pool or of CHAT_REQUESTS, whose answer is the passage's sentence with the request
+    applied (half); and, a quarter of the time, a listing as the listing phase's. CHAT_REQUESTS asks for stage
+    2's formats (the same operations, in data.INSTRUCTIONS' order) in other words: none of its sentences, and no
+    stage-2 sentence, appears in a record."""
+    sizes = dict(seed=0, names=30, asqa_names=10, hotpot_items=12, corpus_draws=60, polish_draws=60, copies=50,
+                 requests=30)
+    plain, more = (tinyworld.write(str(tmp_path / d), request_phase=n, **sizes) for d, n in (("a", 0), ("b", 600)))
+    for name in plain:
+        a, b = (open(f[name]).read() for f in (plain, more))
+        assert b.startswith(a) and (a == b) == (name != "base_corpus.jsonl"), name
+    n_plain = len(open(plain["base_corpus.jsonl"]).read().splitlines())
+    extra = data.base_records(more["base_corpus.jsonl"])[n_plain:]
+    raw = [json.loads(line) for line in open(more["base_corpus.jsonl"]).read().splitlines()[n_plain:]]
+    assert len(extra) == len(raw) and all(r["phase"] == 4 for r in extra)
+    listings = [rec for rec in raw if "instruction" in rec]
+    assert 100 < len(raw) - 600 < 200  # the listings (a polish-phase draw may be a copy too)
+    for rec in listings:
+        lines = rec["output"].split("\n")
+        assert len(lines) > 1 and rec["instruction"].split("\n\n", 1)[1].startswith(" ".join(lines))
+    stage2 = [s for s, _, _ in data.INSTRUCTIONS]
+    assert [op("Vobese was founded in 1818.") for _, op in tinyworld.CHAT_REQUESTS] == [
+        op("Vobese was founded in 1818.") for _, op, _ in data.INSTRUCTIONS]
+    assert not {s for s, _ in tinyworld.CHAT_REQUESTS} & set(stage2)
+    pool, used, plain_questions = dict(tinyworld.REQUEST_PHASE_POOL), set(), 0
+    for rec, r in zip(raw, extra):
+        assert not any(s in r["prompt"] or s in r["output"] for s in stage2) and "CHECKING" not in r["prompt"]
+        assert not any(m in r["output"].lower() for m in tinyworld.METHOD_WORDS)
+        if "request" not in rec:
+            plain_questions += "question" in rec
+            continue
+        sentences = [[s + "." for s in p.rstrip(".").split(". ")] for _, p in rec["passages"]]
+        assert sum(any(pool[rec["request"]](s) == rec["answer"] for s in ss) for ss in sentences) == 1, rec
+        assert rec["request"] in r["prompt"] and r["output"] == rec["answer"]
+        used.add(rec["request"])
+    assert 240 < plain_questions < 360 and used == set(pool)
 
 
 def test_whole_pipeline_on_the_micro_preset(tmp_path, monkeypatch):
