@@ -332,8 +332,10 @@ def request_record(rng, names, pool=FORMAT_REQUESTS):
 # CHAT_REQUESTS asks for the formats of stage 2's pool (data.INSTRUCTIONS, one each, in its order) in other
 # words. A chat model knows how to write an answer in capitals or wrap it in quotes before US-Tuning starts;
 # what stage 2 must teach is its pool's sentences, its prompt and the CHECKING review. No sentence here is one
-# of data.INSTRUCTIONS (a test checks it). Measured (README, v32): without them the base applied none of stage
-# 2's formats (format_probe's stage-2 rows: 0), and a 20-epoch stage 2 passed 23 of 100 items.
+# of data.INSTRUCTIONS (a test checks it). Measured (README, v32): with 600 steps of these records v29's base
+# applies its own pool's requests (48 of 66), stage 2's sentences seldom (8 of 50, zero-shot), and a 20-epoch
+# stage 2 on it passes 30 of 100 held-out items, well-formed 44 (without CHAT_REQUESTS, 300 steps: 23 and 44).
+# Listings in this mix (a quarter of the draws, v33) kept more of the other skills but did worse (28 and 29).
 CHAT_REQUESTS = [(sentence, op) for sentence, (_, op, _) in zip([
     "Use only capital letters for the answer.",
     "Use only small letters for the answer.",
@@ -351,21 +353,15 @@ CHAT_REQUESTS = [(sentence, op) for sentence, (_, op, _) in zip([
     "Put hyphens between the words of the answer, not spaces.",
 ], data.INSTRUCTIONS, strict=True)]
 REQUEST_PHASE_POOL = FORMAT_REQUESTS + CHAT_REQUESTS
-# Listings kept in the request phase's mix: without them (v32) its 600 steps took much of what the listing phase
-# taught (validation loss on the main phase's mix 0.33 -> 0.84; stage 2's slot 80 of 130, on v29 114).
-LISTING_SHARE = 0.25
 
 
 def request_phase_records(rng, names, count):
     """`count` draws for the request phase, each a polish-phase question (half) or a request record of
-    REQUEST_PHASE_POOL (half), and with chance LISTING_SHARE a listing as the listing phase's, all marked
-    "phase": 4."""
-    out, words = [], copy_words()
+    REQUEST_PHASE_POOL (half), marked "phase": 4."""
+    out = []
     for _ in range(count):
         rec = polish_records(rng, names, 1)[0] if rng.random() < 0.5 else request_record(rng, names, REQUEST_PHASE_POOL)
         out.append(dict(rec, phase=4))
-        if rng.random() < LISTING_SHARE:
-            out.append(random_copy(rng, words, names, 4, kind=rng.choice((2, 3))))
     return out
 
 

@@ -143,9 +143,8 @@ def test_request_phase_records_come_last_half_questions_half_requests_of_both_po
     """--request-phase appends "phase": 4 records after the requests, from a stream of their own: every other
     byte is the same. Per draw, a polish-phase question over one passage (half) or a TASK_QA question with a
     request of stage 0's own pool or of CHAT_REQUESTS, whose answer is the passage's sentence with the request
-    applied (half); and, a quarter of the time, a listing as the listing phase's. CHAT_REQUESTS asks for stage
-    2's formats (the same operations, in data.INSTRUCTIONS' order) in other words: none of its sentences, and no
-    stage-2 sentence, appears in a record."""
+    applied (half). CHAT_REQUESTS asks for stage 2's formats (the same operations, in data.INSTRUCTIONS' order)
+    in other words: none of its sentences, and no stage-2 sentence, appears in a record."""
     sizes = dict(seed=0, names=30, asqa_names=10, hotpot_items=12, corpus_draws=60, polish_draws=60, copies=50,
                  requests=30)
     plain, more = (tinyworld.write(str(tmp_path / d), request_phase=n, **sizes) for d, n in (("a", 0), ("b", 600)))
@@ -155,12 +154,7 @@ def test_request_phase_records_come_last_half_questions_half_requests_of_both_po
     n_plain = len(open(plain["base_corpus.jsonl"]).read().splitlines())
     extra = data.base_records(more["base_corpus.jsonl"])[n_plain:]
     raw = [json.loads(line) for line in open(more["base_corpus.jsonl"]).read().splitlines()[n_plain:]]
-    assert len(extra) == len(raw) and all(r["phase"] == 4 for r in extra)
-    listings = [rec for rec in raw if "instruction" in rec]
-    assert 100 < len(raw) - 600 < 200  # the listings (a polish-phase draw may be a copy too)
-    for rec in listings:
-        lines = rec["output"].split("\n")
-        assert len(lines) > 1 and rec["instruction"].split("\n\n", 1)[1].startswith(" ".join(lines))
+    assert len(extra) == len(raw) == 600 and all(r["phase"] == 4 for r in extra)
     stage2 = [s for s, _, _ in data.INSTRUCTIONS]
     assert [op("Vobese was founded in 1818.") for _, op in tinyworld.CHAT_REQUESTS] == [
         op("Vobese was founded in 1818.") for _, op, _ in data.INSTRUCTIONS]
@@ -170,7 +164,7 @@ def test_request_phase_records_come_last_half_questions_half_requests_of_both_po
         assert not any(s in r["prompt"] or s in r["output"] for s in stage2) and "CHECKING" not in r["prompt"]
         assert not any(m in r["output"].lower() for m in tinyworld.METHOD_WORDS)
         if "request" not in rec:
-            plain_questions += "question" in rec
+            plain_questions += 1  # a polish-phase draw: a question, or now and then (COPY_SHARE) a copy
             continue
         sentences = [[s + "." for s in p.rstrip(".").split(". ")] for _, p in rec["passages"]]
         assert sum(any(pool[rec["request"]](s) == rec["answer"] for s in ss) for ss in sentences) == 1, rec
