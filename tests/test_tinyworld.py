@@ -110,20 +110,27 @@ def test_random_copies_come_last_copy_their_prompt_and_leave_the_rest_as_it_was(
     assert shapes == runs | listings | later
 
 
+def appended(tmp_path, flag, n, **sizes):
+    """Write the world without and with `flag`=n: every file but the corpus the same, the corpus the same
+    lines and then the appended ones, returned as read by data.base_records and as raw JSON."""
+    plain, more = (tinyworld.write(str(tmp_path / d), **{flag: k}, **sizes) for d, k in (("a", 0), ("b", n)))
+    for name in plain:
+        a, b = (open(f[name]).read() for f in (plain, more))
+        assert b.startswith(a) and (a == b) == (name != "base_corpus.jsonl"), name
+    n_plain = len(open(plain["base_corpus.jsonl"]).read().splitlines())
+    extra = data.base_records(more["base_corpus.jsonl"])[n_plain:]
+    raw = [json.loads(line) for line in open(more["base_corpus.jsonl"]).read().splitlines()[n_plain:]]
+    assert len(extra) == len(raw) == n
+    return extra, raw
+
+
 def test_request_records_come_last_and_apply_a_request_of_stage0s_pool(tmp_path):
     """--requests appends questions in TASK_QA after the random copies, from a stream of their own: every other
     byte is the same. Each carries a format request of stage 0's own pool in one of the five slots, and its
     answer is the passage's sentence with that request applied; it asks over one passage, or over ten
     paragraphs (nine about other names) about a quarter of the time."""
-    sizes = dict(seed=0, names=30, asqa_names=10, hotpot_items=12, corpus_draws=60, polish_draws=60, copies=50)
-    plain, requests = (tinyworld.write(str(tmp_path / d), requests=n, **sizes) for d, n in (("a", 0), ("b", 400)))
-    for name in plain:
-        a, b = (open(f[name]).read() for f in (plain, requests))
-        assert b.startswith(a) and (a == b) == (name != "base_corpus.jsonl"), name
-    n_plain = len(open(plain["base_corpus.jsonl"]).read().splitlines())
-    extra = data.base_records(requests["base_corpus.jsonl"])[n_plain:]
-    raw = [json.loads(line) for line in open(requests["base_corpus.jsonl"]).read().splitlines()[n_plain:]]
-    assert len(extra) == len(raw) == 400
+    extra, raw = appended(tmp_path, "requests", 400, seed=0, names=30, asqa_names=10, hotpot_items=12,
+                          corpus_draws=60, polish_draws=60, copies=50)
     pool, ten, used = dict(tinyworld.FORMAT_REQUESTS), 0, set()
     for rec, r in zip(raw, extra):
         assert rec["template"] == "qa" and r["phase"] == 1 and "phase" not in rec
@@ -145,16 +152,9 @@ def test_request_phase_records_come_last_half_questions_half_requests_of_both_po
     request of stage 0's own pool or of CHAT_REQUESTS, whose answer is the passage's sentence with the request
     applied (half). CHAT_REQUESTS asks for stage 2's formats (the same operations, in data.INSTRUCTIONS' order)
     in other words: none of its sentences, and no stage-2 sentence, appears in a record."""
-    sizes = dict(seed=0, names=30, asqa_names=10, hotpot_items=12, corpus_draws=60, polish_draws=60, copies=50,
-                 requests=30)
-    plain, more = (tinyworld.write(str(tmp_path / d), request_phase=n, **sizes) for d, n in (("a", 0), ("b", 600)))
-    for name in plain:
-        a, b = (open(f[name]).read() for f in (plain, more))
-        assert b.startswith(a) and (a == b) == (name != "base_corpus.jsonl"), name
-    n_plain = len(open(plain["base_corpus.jsonl"]).read().splitlines())
-    extra = data.base_records(more["base_corpus.jsonl"])[n_plain:]
-    raw = [json.loads(line) for line in open(more["base_corpus.jsonl"]).read().splitlines()[n_plain:]]
-    assert len(extra) == len(raw) == 600 and all(r["phase"] == 4 for r in extra)
+    extra, raw = appended(tmp_path, "request_phase", 600, seed=0, names=30, asqa_names=10, hotpot_items=12,
+                          corpus_draws=60, polish_draws=60, copies=50, requests=30)
+    assert all(r["phase"] == 4 for r in extra)
     stage2 = [s for s, _, _ in data.INSTRUCTIONS]
     assert [op("Vobese was founded in 1818.") for _, op in tinyworld.CHAT_REQUESTS] == [
         op("Vobese was founded in 1818.") for _, op, _ in data.INSTRUCTIONS]
