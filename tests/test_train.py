@@ -181,8 +181,9 @@ def test_stage0_second_phase_has_its_own_schedule_and_resumes_bit_identical(tmp_
     assert [m["step"] for m in read_metrics(cut) if "loss" in m] == list(range(1, 8))
 
 
-@pytest.mark.parametrize("stop", [2, 3, 5, 9, 11])  # inside the copy phase, at its end, the listing's, the main's,
-def test_stage0_phases_run_in_order_with_their_own_schedules_and_resume_bit_identical(tmp_path, stop):  # polish's
+# stopped inside the copy phase, at its end, at the listing phase's, the main phase's and the polish phase's
+@pytest.mark.parametrize("stop", [2, 3, 5, 9, 11])
+def test_stage0_phases_run_in_order_with_their_own_schedules_and_resume_bit_identical(tmp_path, stop):
     """--copy-steps, then --list-steps before the main phase, --polish-steps and then --request-steps after it:
     each a fresh AdamW with its own warm-up and cosine from its own lr on the corpus's phase-0 / 3 / 2 / 4
     records; the five phases in order; a run killed anywhere and resumed ends with the same bytes."""
