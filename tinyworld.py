@@ -204,23 +204,21 @@ def corpus_records(rng, names, count):
 
 
 def polish_records(rng, names, count):
-    """Stage 0's second phase ("phase": 2): `count` questions over one passage, as in corpus_records, the value
-    asked with probability VALUE_SHARE; and, each with probability COPY_SHARE instead, a copy of 2-5 sentences
-    of COPY_ENGLISH."""
-    out = []
-    for _ in range(count):
-        if rng.random() < COPY_SHARE:
-            sentences = rng.sample(COPY_ENGLISH, rng.randint(2, 5))
-            out.append(dict(instruction=COPY_REQUEST + "\n\n" + " ".join(sentences), output="\n".join(sentences),
-                            phase=2))
-            continue
-        e = make_entity(rng, rng.choice(names), rng.choice(sorted(KINDS)))
-        question, answer, _value = e["facts"][rng.random() < VALUE_SHARE]
-        template = rng.choice(["eval", "qa"])
-        out.append(dict(question=question, answer=answer, template=template,
-                        passages=[[e["title"], " ".join(e["sentences"])]],
-                        **({"prefix": rng.random() < 0.5} if template == "eval" else {}), phase=2))
-    return out
+    """Stage 0's second phase ("phase": 2): `count` draws of polish_record."""
+    return [polish_record(rng, names, 2) for _ in range(count)]
+
+
+def polish_record(rng, names, phase):
+    """A question over one passage, as in corpus_records, the value asked with probability VALUE_SHARE; or,
+    with probability COPY_SHARE instead, a copy of 2-5 sentences of COPY_ENGLISH; marked "phase": `phase`."""
+    if rng.random() < COPY_SHARE:
+        sentences = rng.sample(COPY_ENGLISH, rng.randint(2, 5))
+        return dict(instruction=COPY_REQUEST + "\n\n" + " ".join(sentences), output="\n".join(sentences), phase=phase)
+    e = make_entity(rng, rng.choice(names), rng.choice(sorted(KINDS)))
+    question, answer, _value = e["facts"][rng.random() < VALUE_SHARE]
+    template = rng.choice(["eval", "qa"])
+    return dict(question=question, answer=answer, template=template, passages=[[e["title"], " ".join(e["sentences"])]],
+                **({"prefix": rng.random() < 0.5} if template == "eval" else {}), phase=phase)
 
 
 # Copies by content (train.py --copy-steps; `python tinyworld.py --copies N`, none by default, so the shipped
@@ -356,13 +354,10 @@ REQUEST_PHASE_POOL = FORMAT_REQUESTS + CHAT_REQUESTS
 
 
 def request_phase_records(rng, names, count):
-    """`count` draws for the request phase, each a polish-phase question (half) or a request record of
+    """`count` draws for the request phase, each a polish-phase record (half) or a request record of
     REQUEST_PHASE_POOL (half), marked "phase": 4."""
-    out = []
-    for _ in range(count):
-        rec = polish_records(rng, names, 1)[0] if rng.random() < 0.5 else request_record(rng, names, REQUEST_PHASE_POOL)
-        out.append(dict(rec, phase=4))
-    return out
+    return [polish_record(rng, names, 4) if rng.random() < 0.5 else
+            dict(request_record(rng, names, REQUEST_PHASE_POOL), phase=4) for _ in range(count)]
 
 
 def generate(seed=0, names=160, asqa_names=120, hotpot_items=400, corpus_draws=8000, polish_draws=8000, avoid="",

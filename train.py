@@ -161,7 +161,6 @@ CHOICES = {"stage": (0, 1, 2), "data": tuple(DATA_FILE), "preset": tuple(PRESETS
            "dtype": ("auto", "float32", "bfloat16"), "template": ("auto", *data.TEMPLATES),
            "grad_checkpointing": ("auto", "on", "off")}
 # Flags that may differ on --resume: they change neither the data, the model nor the schedule.
-WRITES_PHASE = {0: "--copies N ", 3: "--copies N ", 2: "", 4: "--request-phase N "}  # tinyworld's flag per phase
 RESUMABLE = ("resume", "overwrite", "stop_after", "save_every", "device", "compile", "grad_checkpointing", "plan",
              "memory_gb")
 
@@ -529,20 +528,21 @@ def train(cfg: TrainConfig):
         model.compile_blocks()  # two graphs a run: with grad (training) and without (validation)
 
     # stage 0's extra phases by the corpus's "phase": 0 (--copy-steps) and 3 (--list-steps), in this order before
-    # the main one, and 2 (--polish-steps) and 4 (--request-steps) after it: (name, training samples, steps, peak lr, seed offset of its
-    # data order); the polish phase keeps offset 1000 and the main one 0, as before the copy phase existed (the
-    # shipped base's data order)
+    # the main one, and 2 (--polish-steps) and 4 (--request-steps) after it: (name, training samples, steps, peak
+    # lr, seed offset of its data order); the polish phase keeps offset 1000 and the main one 0, as before the copy
+    # phase existed (the shipped base's data order). `writer`: the tinyworld.py flag that writes its records.
     extra = {}
-    for n, name, flag, steps, lr, offset in ((0, "copy", "--copy-steps", cfg.copy_steps, cfg.copy_lr, 2000),
-                                              (3, "listing", "--list-steps", cfg.list_steps, cfg.list_lr, 3000),
-                                              (2, "polish", "--polish-steps", cfg.polish_steps, cfg.polish_lr, 1000),
-                                              (4, "request", "--request-steps", cfg.request_steps, cfg.request_lr, 4000)):
+    for n, name, flag, steps, lr, offset, writer in (
+            (0, "copy", "--copy-steps", cfg.copy_steps, cfg.copy_lr, 2000, "--copies N "),
+            (3, "listing", "--list-steps", cfg.list_steps, cfg.list_lr, 3000, "--copies N "),
+            (2, "polish", "--polish-steps", cfg.polish_steps, cfg.polish_lr, 1000, ""),
+            (4, "request", "--request-steps", cfg.request_steps, cfg.request_lr, 4000, "--request-phase N ")):
         if not steps:
             continue
         phase_records = [r for r in records if r.get("phase") == n]
         if not phase_records:
             raise data.DataError(f'{cfg.base_corpus}: {flag} {steps} needs records with "phase": {n}; none there '
-                                 f"(python tinyworld.py {WRITES_PHASE[n]}writes them), or pass {flag} 0")
+                                 f"(python tinyworld.py {writer}writes them), or pass {flag} 0")
         phase_samples = data.tokenize_records(tok, phase_records, cfg.cutoff_len, template, cfg.truncation)[0]
         if not phase_samples:
             raise data.DataError(f"every {name}-phase record of {cfg.base_corpus} is longer than --cutoff-len "
