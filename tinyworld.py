@@ -360,6 +360,26 @@ def request_phase_records(rng, names, count):
             dict(request_record(rng, names, REQUEST_PHASE_POOL), phase=4) for _ in range(count)]
 
 
+def draw_hotpot_items(rng, pool, ids):
+    """One HotpotQA item per id: a gold paragraph about one name of the pool, nine others as distractors."""
+    items = []
+    for k in ids:
+        gold, *distractors = (make_entity(rng, n, rng.choice(sorted(KINDS))) for n in rng.sample(pool, 10))
+        items.append(hotpot_item(rng, k, gold, distractors))
+    return items
+
+
+# Stage 2 trains on the first 300 items (train.py's --n-items); eval.py holds out 300-399 (--instruction-start).
+TRAIN_ITEMS, MORE_ITEMS_STREAM = 300, 1000
+
+
+def more_hotpot(seed, hotpot, pool, n):
+    """hotpot_more.json for train.py --stage 2 --n-items up to 300 + n: `hotpot`'s training items, then n items
+    drawn as the world draws its own (same pool) from the stream seed + 1000. The held-out items are not in it."""
+    new = draw_hotpot_items(random.Random(seed + MORE_ITEMS_STREAM), pool, range(len(hotpot), len(hotpot) + n))
+    return hotpot[:TRAIN_ITEMS] + new
+
+
 def generate(seed=0, names=160, asqa_names=120, hotpot_items=400, corpus_draws=8000, polish_draws=8000, avoid="",
              copies=0, requests=0, request_phase=0):
     """Return (asqa, hotpot, corpus, names) for one seed; the same seed always gives the same world. One pool
@@ -377,10 +397,7 @@ def generate(seed=0, names=160, asqa_names=120, hotpot_items=400, corpus_draws=8
         rec["sample_id"] = f"{rng.getrandbits(62):016x}"
         train[rec["sample_id"]] = rec
     asqa = {"train": train, "dev": {}}
-    hotpot = []
-    for k in range(hotpot_items):
-        gold, *distractors = (make_entity(rng, n, rng.choice(sorted(KINDS))) for n in rng.sample(pool, 10))
-        hotpot.append(hotpot_item(rng, k, gold, distractors))
+    hotpot = draw_hotpot_items(rng, pool, range(hotpot_items))
     corpus = corpus_records(rng, pool, corpus_draws) + polish_records(rng, pool, polish_draws)
     corpus += random_copy_records(random.Random(seed + 1), pool, copies)
     corpus += request_records(random.Random(seed + 2), pool, requests)
@@ -395,14 +412,16 @@ def fixed_text():
     return "\n".join(prompts + world)
 
 
-def write(out, seed=0, **sizes):
+def write(out, seed=0, more_items=0, **sizes):
     """Write ASQA.json, hotpot_train_v1.1.json, base_corpus.jsonl (stage 0's data) and world_words.txt (the
-    names and years, which stage 0's tokenizer keeps whole) into `out`."""
+    names and years, which stage 0's tokenizer keeps whole) into `out`; with more_items, hotpot_more.json too."""
     asqa, hotpot, corpus, names = generate(seed, avoid=fixed_text(), **sizes)
     os.makedirs(out, exist_ok=True)
     files = {"ASQA.json": json.dumps(asqa, indent=1), "hotpot_train_v1.1.json": json.dumps(hotpot, indent=1),
              "base_corpus.jsonl": "".join(json.dumps(r) + "\n" for r in corpus),
              "world_words.txt": "".join(w + "\n" for w in names + YEARS)}
+    if more_items:
+        files["hotpot_more.json"] = json.dumps(more_hotpot(seed, hotpot, names, more_items), indent=1)
     for name, text in files.items():
         with open(os.path.join(out, name + ".tmp"), "w") as f:
             f.write(text)
@@ -423,10 +442,14 @@ if __name__ == "__main__":
     ap.add_argument("--request-phase", type=int, default=0, help="draws for train.py --request-steps: \"phase\": 4 "
                     "records, half polish-phase questions, half questions with a request of stage 0's pool or of "
                     "CHAT_REQUESTS (see request_phase_records; default: %(default)s, none, as for the shipped base)")
+    ap.add_argument("--more-items", type=int, default=0, help="also write hotpot_more.json: the 300 stage-2 "
+                    "training items and this many new ones drawn from a stream of their own, for train.py --stage 2 "
+                    "--hotpot DIR/hotpot_more.json --n-items (up to 300 + N; eval.py's held-out items 300-399 are "
+                    "not in it; see more_hotpot; default: %(default)s, no file)")
     args = ap.parse_args()
-    for flag in ("copies", "requests", "request_phase"):
+    for flag in ("copies", "requests", "request_phase", "more_items"):
         if getattr(args, flag) < 0:
             ap.error(f"--{flag.replace('_', '-')} must be >= 0, not {getattr(args, flag)}")
     for name, path in write(args.out, args.seed, copies=args.copies, requests=args.requests,
-                            request_phase=args.request_phase).items():
+                            request_phase=args.request_phase, more_items=args.more_items).items():
         print(f"wrote {path}")

@@ -9,7 +9,9 @@ import time
 import torch
 
 import data
+import eval as ev
 import tinyworld
+import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -171,6 +173,25 @@ def test_request_phase_records_come_last_half_questions_half_requests_of_both_po
         assert rec["request"] in r["prompt"] and r["output"] == rec["answer"]
         used.add(rec["request"])
     assert 240 < plain_questions < 360 and used == set(pool)
+
+
+def test_more_items_are_new_stage2_training_items_never_the_held_out_ones(tmp_path):
+    """--more-items adds hotpot_more.json and changes no other byte: stage 2's training items (the first 300,
+    train.py's --n-items default), then new items drawn as the world draws its own from a stream of their own,
+    ids on from the world's last. eval.py's held-out items (300-399, its --instruction-start) are not in it."""
+    sizes = dict(seed=0, names=30, asqa_names=10, hotpot_items=400, corpus_draws=20, polish_draws=20)
+    plain, more = (tinyworld.write(str(tmp_path / d), more_items=k, **sizes) for d, k in (("a", 0), ("b", 50)))
+    assert set(more) - set(plain) == {"hotpot_more.json"}
+    for name in plain:
+        assert open(plain[name], "rb").read() == open(more[name], "rb").read(), name
+    held, extra = (json.load(open(p)) for p in (plain["hotpot_train_v1.1.json"], more["hotpot_more.json"]))
+    assert ev.EvalConfig.instruction_start == tinyworld.TRAIN_ITEMS == train.TrainConfig.n_items == 300
+    assert extra[:300] == held[:300] and len(extra) == 350
+    assert [x["_id"] for x in extra[300:]] == [f"tiny{k:05d}" for k in range(400, 450)]
+    assert not any(x["context"] == h["context"] for x in extra[300:] for h in held[300:])
+    names = set(open(plain["world_words.txt"]).read().split())
+    assert all(p[0].split()[0] in names for x in extra[300:] for p in x["context"])
+    assert len(data.stage2_records(more["hotpot_more.json"], 350)) == 350  # stage 2 reads every item
 
 
 def test_whole_pipeline_on_the_micro_preset(tmp_path, monkeypatch):
