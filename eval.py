@@ -344,6 +344,8 @@ def summarize(records, prefix):
     metrics["stage1_accuracy"] = 100.0 * sum(r["verdict"] == r["expected"] for r in cog) / max(len(cog), 1)
     metrics["instruction_pass"] = 100.0 * sum(r["passed"] for r in inst) / len(inst) if inst else None
     metrics["checking_well_formed"] = 100.0 * sum(r["checking_well_formed"] for r in inst) / len(inst) if inst else None
+    metrics["instruction_items"] = len(inst)
+    metrics["instruction_cut"] = sum(r["hit_token_limit"] for r in inst)  # outputs that reached --max-new-tokens
     metrics["task_prefix"] = prefix
     return metrics
 
@@ -412,6 +414,11 @@ def table(results, labels, cfg):
         cells.append(" / ".join(fmt(v) for v in m["unknown_breakdown"].values()))
         cells += [fmt(m["stage1_accuracy"]), fmt(m["instruction_pass"]), fmt(m["checking_well_formed"]), str(m["n_rows"])]
         lines.append(f"| {labels[name]} | " + " | ".join(cells) + " |")
+    cut = [f"{labels[name]} {m['instruction_cut']} of {m['instruction_items']}" for name, m in results.items()
+           if m.get("instruction_cut")]
+    if cut:  # a revision (answer, review, ANSWER:, answer, review) can outgrow the limit: its second block is cut
+        lines += ["", f"Instruction outputs that reached --max-new-tokens {cfg.max_new_tokens} (their last CHECKING "
+                  f"block may be cut, and a cut block is not well-formed): {', '.join(cut)}."]
     theirs = ["", "The authors' numbers (Llama-2-7B-chat, paper scoring, their train=test rows; not ours):", "",
               "| model | known | unknown | F1 |", "|---|---|---|---|"]
     theirs += [f"| {label} | {p[0]} | {p[1]} | {p[2]} |" for _, _, label, p in RUNS] + ["| GPT-4 | 79.6 | 83.6 | 81.6 |"]

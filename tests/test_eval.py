@@ -83,7 +83,12 @@ def test_end_to_end_table_rows_match_models_and_jsonl_verdicts_match_numbers(mic
             assert m[s]["unknown"] == 100.0 * sum(r[f"refused_{s}"] for r in unknown) / 6
         for r in bench:  # each stored verdict is what the scorer says of the stored output
             assert ev.judge(r["kind"], r["output"], r["answers"])["verdict"] == r["verdict"]
-        assert len([r for r in recs if r["task"] == "instruction"]) == 4
+        inst = [r for r in recs if r["task"] == "instruction"]
+        assert len(inst) == m["instruction_items"] == 4
+        # every output that reached --max-new-tokens is counted, and the table says so under its rows
+        assert m["instruction_cut"] == sum(r["hit_token_limit"] for r in inst) > 0
+        label = {"base": "base", "stage1": "stage 1 only", "stage2": "US-Tuning (stage 1 -> stage 2)"}[name]
+        assert f"{label} {m['instruction_cut']} of 4" in md.split("reached --max-new-tokens 24")[1].split("\n")[0]
         assert m["task_prefix"] == (name != "base")
         assert f"{ev.fmt(m['answer']['known'])} / {ev.fmt(m['answer']['unknown'])} / {ev.fmt(m['answer']['f1'])}" in md
 
