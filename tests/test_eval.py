@@ -87,7 +87,7 @@ def test_end_to_end_table_rows_match_models_and_jsonl_verdicts_match_numbers(mic
         assert len(inst) == m["instruction_items"] == 4
         # every output that reached --max-new-tokens is counted, and the table says so under its rows
         assert m["instruction_cut"] == sum(r["hit_token_limit"] for r in inst) > 0
-        label = {"base": "base", "stage1": "stage 1 only", "stage2": "US-Tuning (stage 1 -> stage 2)"}[name]
+        label = {run: ours for run, ours, _, _ in ev.RUNS}[name]  # the table's own label
         assert f"{label} {m['instruction_cut']} of 4" in md.split("reached --max-new-tokens 24")[1].split("\n")[0]
         assert m["task_prefix"] == (name != "base")
         assert f"{ev.fmt(m['answer']['known'])} / {ev.fmt(m['answer']['unknown'])} / {ev.fmt(m['answer']['f1'])}" in md
