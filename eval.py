@@ -74,6 +74,7 @@ RUNS = [("base", "base", "Llama-2-7B-chat (base)", (79.3, 58.3, 67.2)),
         ("stage2_only", "stage 2 only", "stage 2 only", (84.8, 59.0, 69.6)),
         ("stage1_qa", "stage 1 -> QA", "stage 1 -> QA", (77.0, 20.9, 32.8)),
         ("stage2", "US-Tuning (stage 1 -> stage 2)", "US-Tuning (stage 1 -> stage 2)", (79.7, 93.0, 85.8))]
+REQUIREMENT_ORDER = {sentence: k for k, (sentence, _, _) in enumerate(data.INSTRUCTIONS)}  # the stage-2 pool's order
 
 
 # ---- scoring ----
@@ -346,6 +347,12 @@ def summarize(records, prefix):
     metrics["checking_well_formed"] = 100.0 * sum(r["checking_well_formed"] for r in inst) / len(inst) if inst else None
     metrics["instruction_items"] = len(inst)
     metrics["instruction_cut"] = sum(r["hit_token_limit"] for r in inst)  # outputs that reached --max-new-tokens
+    by_kind = {}  # requirement sentence -> [items, passed, well-formed, cut], in the pool's order
+    for r in sorted(inst, key=lambda r: REQUIREMENT_ORDER[r["kind"]]):
+        counts = by_kind.setdefault(r["kind"], [0, 0, 0, 0])
+        for k, v in enumerate((1, r["passed"], r["checking_well_formed"], r["hit_token_limit"])):
+            counts[k] += int(v)
+    metrics["instruction_by_requirement"] = by_kind
     metrics["task_prefix"] = prefix
     return metrics
 
@@ -419,6 +426,18 @@ def table(results, labels, cfg):
     if cut:  # a revision (answer, review, ANSWER:, answer, review) can outgrow the limit: its second block is cut
         lines += ["", f"Instruction outputs that reached --max-new-tokens {cfg.max_new_tokens} (their last CHECKING "
                   f"block may be cut, and a cut block is not well-formed): {', '.join(cut)}."]
+    kinds = [k for k in REQUIREMENT_ORDER if any(k in m.get("instruction_by_requirement", {}) for m in results.values())]
+    if kinds:  # which requirements a model fails: the pass rate's make-up
+        named = [name for name, m in results.items() if m.get("instruction_items")]
+        lines += ["", "Held-out instruction items by requirement: passed / CHECKING well-formed / items, and in "
+                  "brackets those that reached --max-new-tokens:", "", "| requirement | " + " | ".join(labels[n] for n in named) + " |",
+                  "|---|" + "---|" * len(named)]
+        for k in kinds:
+            cells = []
+            for n in named:
+                items, passed, formed, cut = results[n]["instruction_by_requirement"].get(k, (0, 0, 0, 0))
+                cells.append(f"{passed} / {formed} / {items}" + (f" ({cut})" if cut else "") if items else "-")
+            lines.append(f"| {k} | " + " | ".join(cells) + " |")
     theirs = ["", "The authors' numbers (Llama-2-7B-chat, paper scoring, their train=test rows; not ours):", "",
               "| model | known | unknown | F1 |", "|---|---|---|---|"]
     theirs += [f"| {label} | {p[0]} | {p[1]} | {p[2]} |" for _, _, label, p in RUNS] + ["| GPT-4 | 79.6 | 83.6 | 81.6 |"]

@@ -89,6 +89,17 @@ def test_end_to_end_table_rows_match_models_and_jsonl_verdicts_match_numbers(mic
         assert m["instruction_cut"] == sum(r["hit_token_limit"] for r in inst) > 0
         label = {run: ours for run, ours, _, _ in ev.RUNS}[name]  # the table's own label
         assert f"{label} {m['instruction_cut']} of 4" in md.split("reached --max-new-tokens 24")[1].split("\n")[0]
+        # the make-up of the pass rate, requirement by requirement, from the records, and its table row
+        by = m["instruction_by_requirement"]
+        assert list(by) == sorted(by, key=ev.REQUIREMENT_ORDER.get) and sum(c[0] for c in by.values()) == 4
+        for kind, (items, passed, formed, cut) in by.items():
+            mine = [r for r in inst if r["kind"] == kind]
+            assert (items, passed, formed, cut) == (len(mine), sum(r["passed"] for r in mine),
+                                                    sum(r["checking_well_formed"] for r in mine),
+                                                    sum(r["hit_token_limit"] for r in mine))
+            row = next(line for line in md.splitlines() if line.startswith(f"| {kind} |"))
+            column = 1 + [n for n, mm in saved.items() if mm["instruction_items"]].index(name)
+            assert row.split(" | ")[column].strip(" |") == f"{passed} / {formed} / {items}" + (f" ({cut})" if cut else "")
         assert m["task_prefix"] == (name != "base")
         assert f"{ev.fmt(m['answer']['known'])} / {ev.fmt(m['answer']['unknown'])} / {ev.fmt(m['answer']['f1'])}" in md
 
