@@ -430,8 +430,8 @@ def table(results, labels, cfg):
     if kinds:  # which requirements a model fails: the pass rate's make-up
         named = [name for name, m in results.items() if m.get("instruction_items")]
         lines += ["", "Held-out instruction items by requirement: passed / CHECKING well-formed / items, and in "
-                  "brackets those that reached --max-new-tokens:", "", "| requirement | " + " | ".join(labels[n] for n in named) + " |",
-                  "|---|" + "---|" * len(named)]
+                  "brackets those that reached --max-new-tokens:", "",
+                  "| requirement | " + " | ".join(labels[n] for n in named) + " |", "|---|" + "---|" * len(named)]
         for k in kinds:
             cells = []
             for n in named:
