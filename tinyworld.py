@@ -360,6 +360,30 @@ def request_phase_records(rng, names, count):
             dict(request_record(rng, names, REQUEST_PHASE_POOL), phase=4) for _ in range(count)]
 
 
+# Case drills (`python tinyworld.py --case-drills N`, more "phase": 4 records for train.py --request-steps; none by
+# default). Capitals and small letters are two of stage 2's formats, and the only two a wrapper cannot make: the
+# tokenizer keeps every name whole ("Mevenel", one piece), so "MEVENEL" is seven letter pieces the base must have
+# learnt to spell. v32's base wrote neither for any of 40 held-out items, asked in its own words or in stage 2's
+# (README); a chat model spells before US-Tuning starts. Per draw, 3 in 4: a world text (one sentence of an
+# entity's passage, or all of it) to rewrite in capitals or small letters (CASE_REQUESTS, words of its own);
+# 1 in 4: a question over a passage with the two CHAT_REQUESTS that ask for the same.
+CASE_REQUESTS = [("Write the text below in capital letters.", str.upper),
+                 ("Write the text below in small letters.", str.lower)]
+
+
+def case_drill_records(rng, names, count):
+    out = []
+    for _ in range(count):
+        if rng.random() < 0.25:
+            out.append(dict(request_record(rng, names, CHAT_REQUESTS[:2]), phase=4))
+            continue
+        e = make_entity(rng, rng.choice(names), rng.choice(sorted(KINDS)))
+        text = rng.choice(e["sentences"]) if rng.random() < 0.7 else " ".join(e["sentences"])
+        request, op = rng.choice(CASE_REQUESTS)
+        out.append(dict(instruction=f"{request}\n\n{text}", output=op(text), phase=4))
+    return out
+
+
 def draw_hotpot_items(rng, pool, ids):
     """One HotpotQA item per id: a gold paragraph about one name of the pool, nine others as distractors."""
     items = []
@@ -381,14 +405,15 @@ def more_hotpot(seed, hotpot, pool, n):
 
 
 def generate(seed=0, names=160, asqa_names=120, hotpot_items=400, corpus_draws=8000, polish_draws=8000, avoid="",
-             copies=0, requests=0, request_phase=0):
+             copies=0, requests=0, request_phase=0, case_drills=0):
     """Return (asqa, hotpot, corpus, names) for one seed; the same seed always gives the same world. One pool
     of `names` serves every part, each draw with facts drawn afresh: ASQA gives `asqa_names` of them one
     record each, a HotpotQA item asks about one and uses nine others as distractors, stage 0 draws from all.
     So every name is a frequent token, yet no fact is worth remembering: the base must read the passage.
     `copies` draws of random copies (random_copy_records), `requests` request records (request_records) and
-    `request_phase` request-phase records (request_phase_records) come last, each from a stream of its own
-    (seed + 1, seed + 2, seed + 3): the other records are the same with or without them."""
+    `request_phase` request-phase records (request_phase_records) and `case_drills` (case_drill_records) come
+    last, each from a stream of its own (seed + 1 to seed + 4): the other records are the same with or without
+    them."""
     rng = random.Random(seed)
     pool = make_names(rng, names, avoid)
     train = {}
@@ -401,7 +426,8 @@ def generate(seed=0, names=160, asqa_names=120, hotpot_items=400, corpus_draws=8
     corpus = corpus_records(rng, pool, corpus_draws) + polish_records(rng, pool, polish_draws)
     corpus += random_copy_records(random.Random(seed + 1), pool, copies)
     corpus += request_records(random.Random(seed + 2), pool, requests)
-    return asqa, hotpot, corpus + request_phase_records(random.Random(seed + 3), pool, request_phase), pool
+    corpus += request_phase_records(random.Random(seed + 3), pool, request_phase)
+    return asqa, hotpot, corpus + case_drill_records(random.Random(seed + 4), pool, case_drills), pool
 
 
 def fixed_text():
@@ -442,14 +468,19 @@ if __name__ == "__main__":
     ap.add_argument("--request-phase", type=int, default=0, help="draws for train.py --request-steps: \"phase\": 4 "
                     "records, half polish-phase questions, half questions with a request of stage 0's pool or of "
                     "CHAT_REQUESTS (see request_phase_records; default: %(default)s, none, as for the shipped base)")
+    ap.add_argument("--case-drills", type=int, default=0, help="more draws for train.py --request-steps: "
+                    "\"phase\": 4 records that rewrite a world text in capitals or small letters, or ask a question "
+                    "with the CHAT_REQUESTS for them (see case_drill_records; default: %(default)s, none, as for the "
+                    "shipped base)")
     ap.add_argument("--more-items", type=int, default=0, help="also write hotpot_more.json: the 300 stage-2 "
                     "training items and this many new ones drawn from a stream of their own, for train.py --stage 2 "
                     "--hotpot DIR/hotpot_more.json --n-items (up to 300 + N; eval.py's held-out items 300-399 are "
                     "not in it; see more_hotpot; default: %(default)s, no file)")
     args = ap.parse_args()
-    for flag in ("copies", "requests", "request_phase", "more_items"):
+    for flag in ("copies", "requests", "request_phase", "case_drills", "more_items"):
         if getattr(args, flag) < 0:
             ap.error(f"--{flag.replace('_', '-')} must be >= 0, not {getattr(args, flag)}")
     for name, path in write(args.out, args.seed, copies=args.copies, requests=args.requests,
-                            request_phase=args.request_phase, more_items=args.more_items).items():
+                            request_phase=args.request_phase, case_drills=args.case_drills,
+                            more_items=args.more_items).items():
         print(f"wrote {path}")

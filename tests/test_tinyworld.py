@@ -175,6 +175,33 @@ def test_request_phase_records_come_last_half_questions_half_requests_of_both_po
     assert 240 < plain_questions < 360 and used == set(pool)
 
 
+def test_case_drills_come_last_and_rewrite_world_texts_in_capitals_or_small_letters(tmp_path):
+    """--case-drills appends "phase": 4 records after the request phase, from a stream of their own: every other
+    byte is the same. Per draw, a world text (a passage, or one of its sentences, about a name of the world)
+    rewritten in capitals or small letters (about 3 in 4), or a TASK_QA question with the CHAT_REQUESTS that ask
+    for the same. No stage-2 sentence and no method word appears."""
+    extra, raw = appended(tmp_path, "case_drills", 400, seed=0, names=30, asqa_names=10, hotpot_items=12,
+                          corpus_draws=60, polish_draws=60, copies=50, requests=30, request_phase=40)
+    names = tinyworld.generate(seed=0, names=30, asqa_names=10, hotpot_items=12, corpus_draws=1, polish_draws=1,
+                               avoid=tinyworld.fixed_text())[3]
+    stage2, ops = [s for s, _, _ in data.INSTRUCTIONS], dict(tinyworld.CASE_REQUESTS)
+    chat = dict(tinyworld.CHAT_REQUESTS[:2])
+    texts = {op: 0 for op in ops.values()}
+    for rec, r in zip(raw, extra):
+        assert r["phase"] == 4 and not any(s in r["prompt"] or s in r["output"] for s in stage2)
+        assert not any(m in r["output"].lower() for m in tinyworld.METHOD_WORDS)
+        if "instruction" in rec:  # (TASK_QA's own words, "...not sufficient...", are in every question's prompt)
+            assert not any(m in rec["instruction"].lower() for m in tinyworld.METHOD_WORDS)
+            request, text = rec["instruction"].split("\n\n")
+            assert text.split()[0] in names and rec["output"] == ops[request](text) != text
+            texts[ops[request]] += 1
+        else:
+            sentences = [s + "." for _, p in rec["passages"] for s in p.rstrip(".").split(". ")]
+            assert rec["request"] in r["prompt"] and r["output"] == rec["answer"]
+            assert sum(chat[rec["request"]](s) == rec["answer"] for s in sentences) == 1, rec
+    assert all(n > 100 for n in texts.values()) and 60 < 400 - sum(texts.values()) < 140
+
+
 def test_more_items_are_new_stage2_training_items_never_the_held_out_ones(tmp_path):
     """--more-items adds hotpot_more.json and changes no other byte: stage 2's training items (the first 300,
     train.py's --n-items default), then new items drawn as the world draws its own from a stream of their own,
