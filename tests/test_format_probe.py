@@ -36,3 +36,13 @@ def test_counts_and_prompts():
     probes = [(user, apply, gold)] * 4
     replies = ["{" + gold + "}", "{Other was founded in 1900.}", gold, "{}"]
     assert format_probe.counts(replies, probes) == (2, 4, 1, 1)  # an empty wrapper is not an applied one
+
+
+def test_case_rows_ask_for_capitals_and_small_letters_only():
+    """--case probes the two case changes, in stage 0's words (CHAT_REQUESTS) and in stage 2's."""
+    words = set()
+    for pool, _, _ in format_probe.CASE_ROWS.values():
+        assert [op("Mevenel was launched in 1998.") for _, op in pool] == [
+            "MEVENEL WAS LAUNCHED IN 1998.", "mevenel was launched in 1998."]
+        words |= {sentence for sentence, _ in pool}
+    assert words == {s for s, _ in tinyworld.CHAT_REQUESTS[:2]} | {s for s, _, _ in data.INSTRUCTIONS[:2]}

@@ -2,6 +2,7 @@
 
     python tools/format_probe.py                                  # the shipped tiny/base, 80 held-out items
     python tools/format_probe.py --model /tmp/base --hotpot data/v31/hotpot_train_v1.1.json --items 40
+    python tools/format_probe.py --model /tmp/base --case        # capitals and small letters only
 
 Zero-shot and greedy (40 new tokens), on held-out HotpotQA items of the tiny world (from item 300 on: stage 2
 trains on the first 300), each with a request drawn from --seed in a random slot of the prompt's five:
@@ -29,6 +30,13 @@ ROWS = {"own pool, TASK_QA, one passage": (OWN, data.TASK_QA, True),
         "own pool, TASK_QA, ten paragraphs": (OWN, data.TASK_QA, False),
         "stage-2 pool, TASK_QA, ten paragraphs": (STAGE2, data.TASK_QA, False),
         "stage-2 pool, TASK_PROMPT, ten": (STAGE2, data.TASK_PROMPT, False)}
+# --case: the two case changes alone (capitals, small letters), which no wrapper makes: a base must spell
+# the world's names, each one piece of its tokenizer. Asked in stage 0's words (tinyworld.CHAT_REQUESTS) and
+# in stage 2's, over the gold paragraph alone and over all ten.
+CASE_ROWS = {"case, CHAT_REQUESTS, TASK_QA, one passage": (tinyworld.CHAT_REQUESTS[:2], data.TASK_QA, True),
+             "case, CHAT_REQUESTS, TASK_QA, ten": (tinyworld.CHAT_REQUESTS[:2], data.TASK_QA, False),
+             "case, stage-2 pool, TASK_QA, one passage": (STAGE2[:2], data.TASK_QA, True),
+             "case, stage-2 pool, TASK_PROMPT, ten": (STAGE2[:2], data.TASK_PROMPT, False)}
 NEW_TOKENS = 40
 
 
@@ -38,6 +46,7 @@ class ProbeConfig:
     hotpot: str = os.path.join(tinyworld.DATA, "hotpot_train_v1.1.json")  # the tiny world's HotpotQA file
     items: int = 80  # held-out items per row (items 300 on)
     seed: int = 5  # the draws of request and slot
+    case: bool = False  # probe the two case changes only (CASE_ROWS: capitals, small letters) instead of ROWS
 
 
 def wrapper(apply):
@@ -83,14 +92,18 @@ def main(argv=None):
         ap.error(f"{cfg.hotpot}: no items from 300 on (the held-out ones); it holds the tiny world's 400")
     print(f"{cfg.model}: {len(items)} held-out items, seed {cfg.seed}; precision: {why}")
     rng = random.Random(cfg.seed)
-    for name, (pool, task, one) in ROWS.items():
+    for name, (pool, task, one) in (CASE_ROWS if cfg.case else ROWS).items():
         probes = probe_items(rng, items, pool, task, one)
         prompts = [data.encode_chat(tok, user, template=template)[0] for user, _, _ in probes]
         replies = [tok.decode(r) for r in generate(model, prompts, NEW_TOKENS, tok.eos_id, autocast=autocast,
                                                    batch_tokens=40000)]
         applied, wrapped, formatted, plain = counts(replies, probes)
-        print(f"{name:38s} wrapper applied {applied}/{wrapped}, formatted gold {formatted}/{len(probes)}, "
-              f"plain gold {plain}/{len(probes)}")
+        wrappers = f"wrapper applied {applied}/{wrapped}, " if wrapped else ""
+        if cfg.case:  # the reply is all in the asked case, whatever its words (a misspelt name counts)
+            cased = sum(any(c.isalpha() for c in r) and apply(r.strip()) == r.strip() for r, (_, apply, _) in
+                        zip(replies, probes))
+            wrappers = f"case applied {cased}/{len(probes)}, "
+        print(f"{name:38s} {wrappers}formatted gold {formatted}/{len(probes)}, plain gold {plain}/{len(probes)}")
 
 
 if __name__ == "__main__":
