@@ -365,19 +365,20 @@ def request_phase_records(rng, names, count):
 # tokenizer keeps every name whole ("Mevenel", one piece), so "MEVENEL" is seven letter pieces the base must have
 # learnt to spell; a chat model spells before US-Tuning starts. Per draw, 3 in 4: a world text (one sentence of
 # an entity's passage, or all of it) to rewrite in capitals or small letters (CASE_REQUESTS, words of its own);
-# 1 in 4: a question over a passage with the two CHAT_REQUESTS that ask for the same. Measured (README, v34:
-# 4000 drills, 900 request steps; tools/format_probe.py --case): the base writes its reply in the asked case
-# (58 of 80 held-out items; v32 15) but misspells the names (the gold answer so cased: 0 of 80, as v32), and an
-# 8-epoch stage 2 on it passed 86 (v32 87), well-formed 74 (v32 80).
+# 1 in 4: a question over a passage with the two CHAT_REQUESTS that ask for the same (CHAT_CASE_REQUESTS).
+# Measured (README, v34: 4000 drills, 900 request steps; tools/format_probe.py --case): the base writes its
+# reply in the asked case (58 of 80 held-out items; v32 15) but misspells the names (the gold answer so cased:
+# 0 of 80, as v32), and an 8-epoch stage 2 on it passed 86 (v32 87), well-formed 74 (v32 80).
 CASE_REQUESTS = [("Write the text below in capital letters.", str.upper),
                  ("Write the text below in small letters.", str.lower)]
+CHAT_CASE_REQUESTS = CHAT_REQUESTS[:2]  # capitals, small letters: data.INSTRUCTIONS' first two, in other words
 
 
 def case_drill_records(rng, names, count):
     out = []
     for _ in range(count):
         if rng.random() < 0.25:
-            out.append(dict(request_record(rng, names, CHAT_REQUESTS[:2]), phase=4))
+            out.append(dict(request_record(rng, names, CHAT_CASE_REQUESTS), phase=4))
             continue
         e = make_entity(rng, rng.choice(names), rng.choice(sorted(KINDS)))
         text = rng.choice(e["sentences"]) if rng.random() < 0.7 else " ".join(e["sentences"])

@@ -33,8 +33,8 @@ ROWS = {"own pool, TASK_QA, one passage": (OWN, data.TASK_QA, True),
 # --case: the two case changes alone (capitals, small letters), which no wrapper makes: a base must spell
 # the world's names, each one piece of its tokenizer. Asked in stage 0's words (tinyworld.CHAT_REQUESTS) and
 # in stage 2's, over the gold paragraph alone and over all ten.
-CASE_ROWS = {"case, CHAT_REQUESTS, TASK_QA, one passage": (tinyworld.CHAT_REQUESTS[:2], data.TASK_QA, True),
-             "case, CHAT_REQUESTS, TASK_QA, ten": (tinyworld.CHAT_REQUESTS[:2], data.TASK_QA, False),
+CASE_ROWS = {"case, CHAT_REQUESTS, TASK_QA, one passage": (tinyworld.CHAT_CASE_REQUESTS, data.TASK_QA, True),
+             "case, CHAT_REQUESTS, TASK_QA, ten": (tinyworld.CHAT_CASE_REQUESTS, data.TASK_QA, False),
              "case, stage-2 pool, TASK_QA, one passage": (STAGE2[:2], data.TASK_QA, True),
              "case, stage-2 pool, TASK_PROMPT, ten": (STAGE2[:2], data.TASK_PROMPT, False)}
 NEW_TOKENS = 40
@@ -98,12 +98,13 @@ def main(argv=None):
         replies = [tok.decode(r) for r in generate(model, prompts, NEW_TOKENS, tok.eos_id, autocast=autocast,
                                                    batch_tokens=40000)]
         applied, wrapped, formatted, plain = counts(replies, probes)
-        wrappers = f"wrapper applied {applied}/{wrapped}, " if wrapped else ""
         if cfg.case:  # the reply is all in the asked case, whatever its words (a misspelt name counts)
             cased = sum(any(c.isalpha() for c in r) and apply(r.strip()) == r.strip() for r, (_, apply, _) in
                         zip(replies, probes))
-            wrappers = f"case applied {cased}/{len(probes)}, "
-        print(f"{name:38s} {wrappers}formatted gold {formatted}/{len(probes)}, plain gold {plain}/{len(probes)}")
+            head = f"case applied {cased}/{len(probes)}"
+        else:
+            head = f"wrapper applied {applied}/{wrapped}"
+        print(f"{name:38s} {head}, formatted gold {formatted}/{len(probes)}, plain gold {plain}/{len(probes)}")
 
 
 if __name__ == "__main__":
