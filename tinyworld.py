@@ -224,21 +224,21 @@ def polish_record(rng, names, phase):
 # Copies by content (train.py --copy-steps; `python tinyworld.py --copies N`, none by default, so the shipped
 # base's data stays as it was). Stage 2's CHECKING review must write, after requirement sentence k, the sentence
 # that follows sentence k in the prompt: a copy addressed by content, what induction heads give a real chat
-# model. The shipped base has none, and neither questions nor sentence listings formed one (README, "Why the
-# slot stays at 0"). Runs of 10-40 random words copied right after the request formed it from scratch within a
+# model. The shipped base has none, and neither questions nor sentence listings formed one (docs/tiny-world-log.md, "Why
+# the slot stays at 0"). Runs of 10-40 random words copied right after the request formed it from scratch within a
 # few hundred to 2400 steps when they came alone, and the main phase's questions erased it unless such copies
 # stayed in its mix. So: a copy phase of runs alone ("phase": 0), then runs in the later phases, a third of
 # them right before the reply, a third with 1-10 world paragraphs between the run and the reply, and a third
 # listings of random sentences one per line (the line start after a sentence is what the slot asks for).
 # Their words: every word of the world's fixed text (prompts, requests, sentence patterns, values) but the
 # method's own: none holds these (so "Sufficient", "Insufficient" and "sufficiently" are all left out).
-# Measured (README, v27 and v28): this gives a base that copies by content (48% of new runs, v12 1%) and
+# Measured (docs/tiny-world-log.md, v27-v28): this gives a base that copies by content (48% of new runs, v12 1%) and
 # answers every known question, but its listings' line starts, the slot's shape, stay at chance, and stage 2's
 # slot at 0; line starts formed only from listings alone, and carried to the prompt's own sentences only from
 # listings of them in a shuffled order. So a listing phase ("phase": 3, train.py --list-steps) follows the copy
 # phase: listings alone, half of random sentences, half of COPY_ENGLISH's sentences in a random order; and the
-# later phases keep both listings in their mix. Measured (README, v29): its base lists shuffled prompt English
-# with 95% of line starts right, and a 20-epoch stage 2 on it writes the asked instruction in 78 of 100 reviews.
+# later phases keep both listings in their mix. Measured (docs/tiny-world-log.md, v29): its base lists shuffled prompt
+# English with 95% of line starts right, and a 20-epoch stage 2 on it writes the asked instruction in 78 of 100 reviews.
 METHOD_WORDS = ("sufficient", "provided", "checking", "fulfilled")
 FIRST_PART_REQUEST = "Repeat the first part of the text below, one sentence per line."
 # per draw, the chance of one random copy in each phase, in the order train.py runs them: copy, listing, main,
@@ -295,8 +295,8 @@ def random_copy_records(rng, names, count):
 # Request records (`python tinyworld.py --requests N`, none by default, so the shipped base's data stays as it
 # was): main-phase questions in TASK_QA, each with a format request of stage 0's own pool (FORMAT_REQUESTS) in
 # one of its five slots, over one passage (three in four) or over ten paragraphs as in HotpotQA (the asked
-# entity and nine about other names, in a random order). Measured (README, v30-v31): v29's corpus held 500
-# requests, all over ten paragraphs, among its 29752 main-phase records, and its base followed none of them
+# entity and nine about other names, in a random order). Measured (docs/tiny-world-log.md, v30-v31): v29's corpus held
+# 500 requests, all over ten paragraphs, among its 29752 main-phase records, and its base followed none of them
 # (tools/format_probe.py: wrappers applied 0 of 66 over one passage, 0 of 64 over ten), so stage 2 had to teach
 # the whole skill of reading a request in the prompt's head and applying it. v30 added 8000 questions over
 # several passages (half over all passages of an ambiguous name, half over ten paragraphs, half of each with a
@@ -323,15 +323,15 @@ def request_record(rng, names, pool=FORMAT_REQUESTS):
 
 # The request phase (`python tinyworld.py --request-phase N`, train.py --request-steps; none by default):
 # "phase": 4 records, trained after the polish phase, when the year copy has formed. Adding requests to the
-# main phase instead (v30, v31) stopped it forming (README: known 51.4, every year wrong); 300 steps of requests
-# after v29's polish phase kept it (known 100.0) and taught v29's base to apply them (39 of 66). Half the records
-# are polish-phase questions, so the facts' copying stays in the mix; half are request records over
+# main phase instead (v30, v31) stopped it forming (docs/tiny-world-log.md: known 51.4, every year wrong); 300 steps of
+# requests after v29's polish phase kept it (known 100.0) and taught v29's base to apply them (39 of 66). Half the
+# records are polish-phase questions, so the facts' copying stays in the mix; half are request records over
 # REQUEST_PHASE_POOL: stage 0's own pool and CHAT_REQUESTS.
 # CHAT_REQUESTS asks for the formats of stage 2's pool (data.INSTRUCTIONS, one each, in its order) in other
 # words. A chat model knows how to write an answer in capitals or wrap it in quotes before US-Tuning starts;
 # what stage 2 must teach is its pool's sentences, its prompt and the CHECKING review. No sentence here is one
-# of data.INSTRUCTIONS (a test checks it). Measured (README, v32): with 600 steps of these records v29's base
-# applies its own pool's requests (48 of 66), stage 2's sentences seldom (8 of 50, zero-shot), and a 20-epoch
+# of data.INSTRUCTIONS (a test checks it). Measured (docs/tiny-world-log.md, v32): with 600 steps of these records v29's
+# base applies its own pool's requests (48 of 66), stage 2's sentences seldom (8 of 50, zero-shot), and a 20-epoch
 # stage 2 on it passes 30 of 100 held-out items, well-formed 44 (without CHAT_REQUESTS, 300 steps: 23 and 44).
 # Listings in this mix (a quarter of the draws, v33) kept more of the other skills but did worse (28 and 29).
 CHAT_REQUESTS = [(sentence, op) for sentence, (_, op, _) in zip([
@@ -366,8 +366,8 @@ def request_phase_records(rng, names, count):
 # learnt to spell; a chat model spells before US-Tuning starts. Per draw, 3 in 4: a world text (one sentence of
 # an entity's passage, or all of it) to rewrite in capitals or small letters (CASE_REQUESTS, words of its own);
 # 1 in 4: a question over a passage with the two CHAT_REQUESTS that ask for the same (CHAT_CASE_REQUESTS).
-# Measured (README, v34: 4000 drills, 900 request steps; tools/format_probe.py --case): the base writes its
-# reply in the asked case (58 of 80 held-out items; v32 15) but misspells the names (the gold answer so cased:
+# Measured (docs/tiny-world-log.md, v34: 4000 drills, 900 request steps; tools/format_probe.py --case): the base writes
+# its reply in the asked case (58 of 80 held-out items; v32 15) but misspells the names (the gold answer so cased:
 # 0 of 80, as v32), and an 8-epoch stage 2 on it passed 86 (v32 87), well-formed 74 (v32 80).
 CASE_REQUESTS = [("Write the text below in capital letters.", str.upper),
                  ("Write the text below in small letters.", str.lower)]

@@ -105,19 +105,20 @@ class TrainConfig:
 # base's recipe, chosen among the variants in the README's tiny-world section (tied embeddings, 4 layers of
 # d 256, AdamW beta2 0.95: the first setting whose base copied the passage's years within the budget; then a
 # second phase, tilted towards the eight-word values, that taught the base to copy them too). --copy-steps and
-# --list-steps are not in it: a copy phase and a listing phase first (README, v27, v29) gave bases that answer
-# better, and on v29 a 20-epoch stage 2 learned the review's slot, but stage 1 missed its bar there and the
+# --list-steps are not in it: a copy phase and a listing phase first (docs/tiny-world-log.md, v27, v29) gave bases that
+# answer better, and on v29 a 20-epoch stage 2 learned the review's slot, but stage 1 missed its bar there and the
 # preset's 6-epoch stage 2 did not learn the slot; the shipped base (and the demo's bytes) would change. Nor is
-# --request-steps (README, v32: its base applies stage 2's formats asked in other words, and stage 1 at lr 1e-3
-# for 12 epochs meets its bar, but a 20-epoch stage 2 on it passes 30 of 100 held-out items, well-formed 44).
+# --request-steps (docs/tiny-world-log.md, v32: its base applies stage 2's formats asked in other words, and stage 1 at
+# lr 1e-3 for 12 epochs meets its bar, but a 20-epoch stage 2 on it passes 30 of 100 held-out items, well-formed 44).
 # Its stages 1-2 put a rank-16 LoRA on all seven linear layers and on lm_head. lm_head because the tiny base never
 # wrote the method's words ("Sufficient", "CHECKING", the requirement sentences): its residual stream is large
 # (RMS 100-3000 at answer positions) and the seven block linears alone could not turn it towards them;
 # overfitting 8 stage-1 samples for 40 steps ended at 1.0 nats/token without lm_head (lr 3e-3 or 1e-2, alpha
 # 16 to 512) and at 0.001 with it (full fine-tuning: 0.001). Measured on the v12 base (README): stage 1 at lr
 # 3e-3 judged 69.9% of the test Cognition prompts right after 3 epochs (val 0.174) and 96.2% after 6 (val
-# 0.026); lr 1e-2, 3 epochs: 63.7%. Stage 2 for 3 epochs ended at val 2.74 (lr 3e-3), 1.63 (alpha 64), 1.38
-# (lr 1e-2), 1.68 (lr 2e-2); for 6 epochs at 1.18 (lr 3e-3) and 0.71 (lr 1e-2). micro is for CI only.
+# 0.026); lr 1e-2, 3 epochs: 63.7%. Stage 2 (docs/tiny-world-log.md) for 3 epochs ended at val 2.74 (lr 3e-3),
+# 1.63 (alpha 64), 1.38 (lr 1e-2), 1.68 (lr 2e-2); for 6 epochs at 1.18 (lr 3e-3) and 0.71 (lr 1e-2). micro is
+# for CI only.
 ALL_LINEAR = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 TINY_TARGETS = ALL_LINEAR + ",lm_head"
 PRESETS = {

@@ -4,8 +4,8 @@
     python tools/copy_probe.py --model /tmp/base --items 24
 
 The slot (tools/stage2_probe.py) asks for the sentence that follows requirement sentence k in the prompt: a
-copy addressed by what the text says, not by where it is (README, "Why the slot stays at 0"). This measures
-it on new random copies (tinyworld.random_copy, words of the world's fixed text in random order, drawn from
+copy addressed by what the text says, not by where it is (docs/tiny-world-log.md, "Why the slot stays at 0"). This
+measures it on new random copies (tinyworld.random_copy, words of the world's fixed text in random order, drawn from
 --seed, a stream stage 0 never drew from), teacher-forced: the share of the reply's tokens whose greedy
 choice is right, for each shape:
 - run: 10-40 random words right before the reply ("Repeat the text below, one sentence per line."),
