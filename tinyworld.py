@@ -221,172 +221,6 @@ def polish_record(rng, names, phase):
                 **({"prefix": rng.random() < 0.5} if template == "eval" else {}), phase=phase)
 
 
-# Copies by content (train.py --copy-steps; `python tinyworld.py --copies N`, none by default, so the shipped
-# base's data stays as it was). Stage 2's CHECKING review must write, after requirement sentence k, the sentence
-# that follows sentence k in the prompt: a copy addressed by content, what induction heads give a real chat
-# model. The shipped base has none, and neither questions nor sentence listings formed one (docs/tiny-world-log.md, "Why
-# the slot stays at 0"). Runs of 10-40 random words copied right after the request formed it from scratch within a
-# few hundred to 2400 steps when they came alone, and the main phase's questions erased it unless such copies
-# stayed in its mix. So: a copy phase of runs alone ("phase": 0), then runs in the later phases, a third of
-# them right before the reply, a third with 1-10 world paragraphs between the run and the reply, and a third
-# listings of random sentences one per line (the line start after a sentence is what the slot asks for).
-# Their words: every word of the world's fixed text (prompts, requests, sentence patterns, values) but the
-# method's own: none holds these (so "Sufficient", "Insufficient" and "sufficiently" are all left out).
-# Measured (docs/tiny-world-log.md, v27-v28): this gives a base that copies by content (48% of new runs, v12 1%) and
-# answers every known question, but its listings' line starts, the slot's shape, stay at chance, and stage 2's
-# slot at 0; line starts formed only from listings alone, and carried to the prompt's own sentences only from
-# listings of them in a shuffled order. So a listing phase ("phase": 3, train.py --list-steps) follows the copy
-# phase: listings alone, half of random sentences, half of COPY_ENGLISH's sentences in a random order; and the
-# later phases keep both listings in their mix. Measured (docs/tiny-world-log.md, v29): its base lists shuffled prompt
-# English with 95% of line starts right, and a 20-epoch stage 2 on it writes the asked instruction in 78 of 100 reviews.
-METHOD_WORDS = ("sufficient", "provided", "checking", "fulfilled")
-FIRST_PART_REQUEST = "Repeat the first part of the text below, one sentence per line."
-# per draw, the chance of one random copy in each phase, in the order train.py runs them: copy, listing, main,
-# polish (v27 drew (1.0, 0.675, 0.1) for phases 0, 1, 2 and no listing phase)
-RANDOM_COPIES = ((0, 1.0), (3, 0.75), (1, 1.0), (2, 0.25))
-
-
-def copy_words():
-    """The words random copies are drawn from (names left out: each is a lone '▁' piece and the name)."""
-    words = set(re.findall(r"[A-Za-z]+", fixed_text()))
-    return sorted(w for w in words if not any(m in w.lower() for m in METHOD_WORDS))
-
-
-def random_copy(rng, words, names, phase, kind=None, after=None):
-    """One copy record. `kind` 0: a run of 10-40 random words; 1: a run with `after` (1-10) world paragraphs
-    after it; 2: a listing of 2-6 random sentences of 3-8 words, one per line in the reply, with `after` (0-10)
-    paragraphs after it; 3: a listing as 2, of 2-6 sentences of COPY_ENGLISH in a random order. Phase 0 draws
-    runs only, phase 3 listings only (2 or 3); the others draw any kind, and `after`."""
-    if kind is None:
-        kind = 0 if phase == 0 else rng.choice((2, 3)) if phase == 3 else rng.randrange(4)
-    if kind < 2:
-        text = " ".join(rng.choice(words) for _ in range(rng.randint(10, 40)))
-        lines = [text]
-    elif kind == 2:
-        lines = []
-        for _ in range(rng.randint(2, 6)):
-            w = [rng.choice(words) for _ in range(rng.randint(3, 8))]
-            lines.append(" ".join([w[0][0].upper() + w[0][1:]] + w[1:]) + ".")
-        text = " ".join(lines)
-    else:
-        lines = rng.sample(COPY_ENGLISH, rng.randint(2, 6))
-        text = " ".join(lines)
-    if after is None:
-        after = rng.randint(1, 10) if kind == 1 else rng.randint(0, 10) if kind >= 2 else 0
-    return dict(instruction=copy_request(rng, names, text, after), output="\n".join(lines), phase=phase)
-
-
-def copy_request(rng, names, text, after):
-    """The prompt of a copy of `text`: the request, the text, then `after` world paragraphs about names drawn
-    from `names` (with them, the request asks for the first part)."""
-    paragraphs = [" ".join(make_entity(rng, n, rng.choice(sorted(KINDS)))["sentences"]) for n in rng.sample(names, after)]
-    request = FIRST_PART_REQUEST if paragraphs else COPY_REQUEST
-    return request + "\n\n" + text + ("\n\n" + "\n".join(paragraphs) if paragraphs else "")
-
-
-def random_copy_records(rng, names, count):
-    """`count` draws, each adding a random copy to each phase with its chance in RANDOM_COPIES."""
-    words, out = copy_words(), []
-    for _ in range(count):
-        out += [random_copy(rng, words, names, phase) for phase, p in RANDOM_COPIES if rng.random() < p]
-    return out
-
-
-# Request records (`python tinyworld.py --requests N`, none by default, so the shipped base's data stays as it
-# was): main-phase questions in TASK_QA, each with a format request of stage 0's own pool (FORMAT_REQUESTS) in
-# one of its five slots, over one passage (three in four) or over ten paragraphs as in HotpotQA (the asked
-# entity and nine about other names, in a random order). Measured (docs/tiny-world-log.md, v30-v31): v29's corpus held
-# 500 requests, all over ten paragraphs, among its 29752 main-phase records, and its base followed none of them
-# (tools/format_probe.py: wrappers applied 0 of 66 over one passage, 0 of 64 over ten), so stage 2 had to teach
-# the whole skill of reading a request in the prompt's head and applying it. v30 added 8000 questions over
-# several passages (half over all passages of an ambiguous name, half over ten paragraphs, half of each with a
-# request): its base applied its requests (36 of 66, 44 of 64) but stopped copying years out of any passage (0
-# of 177; it wrote "1818"), as HARD_SHARE's note says too many such records do.
-def request_records(rng, names, count):
-    return [request_record(rng, names) for _ in range(count)]
-
-
-def request_record(rng, names, pool=FORMAT_REQUESTS):
-    """One TASK_QA question with a request of `pool`, over the asked entity's passage alone (3 in 4) or ten
-    paragraphs."""
-    name = rng.choice(names)
-    asked = make_entity(rng, name, rng.choice(sorted(KINDS)))
-    shown = [asked]
-    if rng.random() < 0.25:
-        others = rng.sample([n for n in names if n != name], 9)
-        shown += [make_entity(rng, n, rng.choice(sorted(KINDS))) for n in others]
-        rng.shuffle(shown)
-    question, answer, _value = rng.choice(asked["facts"])
-    rec = with_request(rng, dict(question=question, answer=answer, template="qa"), pool)
-    return dict(rec, passages=[[None, " ".join(e["sentences"])] for e in shown])
-
-
-# The request phase (`python tinyworld.py --request-phase N`, train.py --request-steps; none by default):
-# "phase": 4 records, trained after the polish phase, when the year copy has formed. Adding requests to the
-# main phase instead (v30, v31) stopped it forming (docs/tiny-world-log.md: known 51.4, every year wrong); 300 steps of
-# requests after v29's polish phase kept it (known 100.0) and taught v29's base to apply them (39 of 66). Half the
-# records are polish-phase questions, so the facts' copying stays in the mix; half are request records over
-# REQUEST_PHASE_POOL: stage 0's own pool and CHAT_REQUESTS.
-# CHAT_REQUESTS asks for the formats of stage 2's pool (data.INSTRUCTIONS, one each, in its order) in other
-# words. A chat model knows how to write an answer in capitals or wrap it in quotes before US-Tuning starts;
-# what stage 2 must teach is its pool's sentences, its prompt and the CHECKING review. No sentence here is one
-# of data.INSTRUCTIONS (a test checks it). Measured (docs/tiny-world-log.md, v32): with 600 steps of these records v29's
-# base applies its own pool's requests (48 of 66), stage 2's sentences seldom (8 of 50, zero-shot), and a 20-epoch
-# stage 2 on it passes 30 of 100 held-out items, well-formed 44 (without CHAT_REQUESTS, 300 steps: 23 and 44).
-# Listings in this mix (a quarter of the draws, v33) kept more of the other skills but did worse (28 and 29).
-CHAT_REQUESTS = [(sentence, op) for sentence, (_, op, _) in zip([
-    "Use only capital letters for the answer.",
-    "Use only small letters for the answer.",
-    "Put the answer inside double quotation marks.",
-    "Put square brackets around the answer.",
-    "Put round brackets around the answer.",
-    "Open the answer with the words \"The answer is\".",
-    "Open the answer with the word \"Sure\".",
-    "Close the answer with an exclamation mark.",
-    "Close the answer with a full stop.",
-    "Make the answer bold: two asterisks on each side.",
-    "Make the answer a list item: a hyphen and a space before it.",
-    "Say the answer two times, with a semicolon between them.",
-    "Add the sentence \"I hope this helps.\" after the answer.",
-    "Put hyphens between the words of the answer, not spaces.",
-], data.INSTRUCTIONS, strict=True)]
-REQUEST_PHASE_POOL = FORMAT_REQUESTS + CHAT_REQUESTS
-
-
-def request_phase_records(rng, names, count):
-    """`count` draws for the request phase, each a polish-phase record (half) or a request record of
-    REQUEST_PHASE_POOL (half), marked "phase": 4."""
-    return [polish_record(rng, names, 4) if rng.random() < 0.5 else
-            dict(request_record(rng, names, REQUEST_PHASE_POOL), phase=4) for _ in range(count)]
-
-
-# Case drills (`python tinyworld.py --case-drills N`, more "phase": 4 records for train.py --request-steps; none by
-# default). Capitals and small letters are two of stage 2's formats, and the only two a wrapper cannot make: the
-# tokenizer keeps every name whole ("Mevenel", one piece), so "MEVENEL" is seven letter pieces the base must have
-# learnt to spell; a chat model spells before US-Tuning starts. Per draw, 3 in 4: a world text (one sentence of
-# an entity's passage, or all of it) to rewrite in capitals or small letters (CASE_REQUESTS, words of its own);
-# 1 in 4: a question over a passage with the two CHAT_REQUESTS that ask for the same (CHAT_CASE_REQUESTS).
-# Measured (docs/tiny-world-log.md, v34: 4000 drills, 900 request steps; tools/format_probe.py --case): the base writes
-# its reply in the asked case (58 of 80 held-out items; v32 15) but misspells the names (the gold answer so cased:
-# 0 of 80, as v32), and an 8-epoch stage 2 on it passed 86 (v32 87), well-formed 74 (v32 80).
-CASE_REQUESTS = [("Write the text below in capital letters.", str.upper),
-                 ("Write the text below in small letters.", str.lower)]
-CHAT_CASE_REQUESTS = CHAT_REQUESTS[:2]  # capitals, small letters: data.INSTRUCTIONS' first two, in other words
-
-
-def case_drill_records(rng, names, count):
-    out = []
-    for _ in range(count):
-        if rng.random() < 0.25:
-            out.append(dict(request_record(rng, names, CHAT_CASE_REQUESTS), phase=4))
-            continue
-        e = make_entity(rng, rng.choice(names), rng.choice(sorted(KINDS)))
-        text = rng.choice(e["sentences"]) if rng.random() < 0.7 else " ".join(e["sentences"])
-        request, op = rng.choice(CASE_REQUESTS)
-        out.append(dict(instruction=f"{request}\n\n{text}", output=op(text), phase=4))
-    return out
-
-
 def draw_hotpot_items(rng, pool, ids):
     """One HotpotQA item per id: a gold paragraph about one name of the pool, nine others as distractors."""
     items = []
@@ -396,27 +230,11 @@ def draw_hotpot_items(rng, pool, ids):
     return items
 
 
-# Stage 2 trains on the first 300 items (train.py's --n-items); eval.py holds out 300-399 (--instruction-start).
-TRAIN_ITEMS, MORE_ITEMS_STREAM = 300, 1000
-
-
-def more_hotpot(seed, hotpot, pool, n):
-    """hotpot_more.json for train.py --stage 2 --n-items up to 300 + n: `hotpot`'s training items, then n items
-    drawn as the world draws its own (same pool) from the stream seed + 1000. The held-out items are not in it."""
-    new = draw_hotpot_items(random.Random(seed + MORE_ITEMS_STREAM), pool, range(len(hotpot), len(hotpot) + n))
-    return hotpot[:TRAIN_ITEMS] + new
-
-
-def generate(seed=0, names=160, asqa_names=120, hotpot_items=400, corpus_draws=8000, polish_draws=8000, avoid="",
-             copies=0, requests=0, request_phase=0, case_drills=0):
+def generate(seed=0, names=160, asqa_names=120, hotpot_items=400, corpus_draws=8000, polish_draws=8000, avoid=""):
     """Return (asqa, hotpot, corpus, names) for one seed; the same seed always gives the same world. One pool
     of `names` serves every part, each draw with facts drawn afresh: ASQA gives `asqa_names` of them one
     record each, a HotpotQA item asks about one and uses nine others as distractors, stage 0 draws from all.
-    So every name is a frequent token, yet no fact is worth remembering: the base must read the passage.
-    `copies` draws of random copies (random_copy_records), `requests` request records (request_records) and
-    `request_phase` request-phase records (request_phase_records) and `case_drills` (case_drill_records) come
-    last, each from a stream of its own (seed + 1 to seed + 4): the other records are the same with or without
-    them."""
+    So every name is a frequent token, yet no fact is worth remembering: the base must read the passage."""
     rng = random.Random(seed)
     pool = make_names(rng, names, avoid)
     train = {}
@@ -427,10 +245,7 @@ def generate(seed=0, names=160, asqa_names=120, hotpot_items=400, corpus_draws=8
     asqa = {"train": train, "dev": {}}
     hotpot = draw_hotpot_items(rng, pool, range(hotpot_items))
     corpus = corpus_records(rng, pool, corpus_draws) + polish_records(rng, pool, polish_draws)
-    corpus += random_copy_records(random.Random(seed + 1), pool, copies)
-    corpus += request_records(random.Random(seed + 2), pool, requests)
-    corpus += request_phase_records(random.Random(seed + 3), pool, request_phase)
-    return asqa, hotpot, corpus + case_drill_records(random.Random(seed + 4), pool, case_drills), pool
+    return asqa, hotpot, corpus, pool
 
 
 def fixed_text():
@@ -441,16 +256,14 @@ def fixed_text():
     return "\n".join(prompts + world)
 
 
-def write(out, seed=0, more_items=0, **sizes):
+def write(out, seed=0, **sizes):
     """Write ASQA.json, hotpot_train_v1.1.json, base_corpus.jsonl (stage 0's data) and world_words.txt (the
-    names and years, which stage 0's tokenizer keeps whole) into `out`; with more_items, hotpot_more.json too."""
+    names and years, which stage 0's tokenizer keeps whole) into `out`."""
     asqa, hotpot, corpus, names = generate(seed, avoid=fixed_text(), **sizes)
     os.makedirs(out, exist_ok=True)
     files = {"ASQA.json": json.dumps(asqa, indent=1), "hotpot_train_v1.1.json": json.dumps(hotpot, indent=1),
              "base_corpus.jsonl": "".join(json.dumps(r) + "\n" for r in corpus),
              "world_words.txt": "".join(w + "\n" for w in names + YEARS)}
-    if more_items:
-        files["hotpot_more.json"] = json.dumps(more_hotpot(seed, hotpot, names, more_items), indent=1)
     for name, text in files.items():
         with open(os.path.join(out, name + ".tmp"), "w") as f:
             f.write(text)
@@ -461,29 +274,8 @@ def write(out, seed=0, more_items=0, **sizes):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=DATA, help="directory to write the four files to (default: %(default)s)")
-    ap.add_argument("--seed", type=int, default=0, help="the world's seed (default: %(default)s)")
-    ap.add_argument("--copies", type=int, default=0, help="draws of random copies for train.py --copy-steps "
-                    "and --list-steps, appended to base_corpus.jsonl (see RANDOM_COPIES; default: %(default)s, "
-                    "none, as for the shipped base)")
-    ap.add_argument("--requests", type=int, default=0, help="main-phase questions with a format request of "
-                    "stage 0's own pool, over one passage or ten paragraphs (see request_records; default: "
-                    "%(default)s, none, as for the shipped base)")
-    ap.add_argument("--request-phase", type=int, default=0, help="draws for train.py --request-steps: \"phase\": 4 "
-                    "records, half polish-phase questions, half questions with a request of stage 0's pool or of "
-                    "CHAT_REQUESTS (see request_phase_records; default: %(default)s, none, as for the shipped base)")
-    ap.add_argument("--case-drills", type=int, default=0, help="more draws for train.py --request-steps: "
-                    "\"phase\": 4 records that rewrite a world text in capitals or small letters, or ask a question "
-                    "with the CHAT_REQUESTS for them (see case_drill_records; default: %(default)s, none, as for the "
-                    "shipped base)")
-    ap.add_argument("--more-items", type=int, default=0, help="also write hotpot_more.json: the 300 stage-2 "
-                    "training items and this many new ones drawn from a stream of their own, for train.py --stage 2 "
-                    "--hotpot DIR/hotpot_more.json --n-items (up to 300 + N; eval.py's held-out items 300-399 are "
-                    "not in it; see more_hotpot; default: %(default)s, no file)")
+    ap.add_argument("--seed", type=int, default=0, help="the world's seed: another seed gives other names and "
+                    "facts (default: %(default)s)")
     args = ap.parse_args()
-    for flag in ("copies", "requests", "request_phase", "case_drills", "more_items"):
-        if getattr(args, flag) < 0:
-            ap.error(f"--{flag.replace('_', '-')} must be >= 0, not {getattr(args, flag)}")
-    for name, path in write(args.out, args.seed, copies=args.copies, requests=args.requests,
-                            request_phase=args.request_phase, case_drills=args.case_drills,
-                            more_items=args.more_items).items():
+    for name, path in write(args.out, args.seed).items():
         print(f"wrote {path}")

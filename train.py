@@ -5,6 +5,7 @@
     python train.py --stage 2 --init out/stage1        # stage 1 frozen, new LoRA on causal instructions -> out/stage2
     python train.py --stage 2                          # ablation "stage 2 only" -> out/stage2_only
     python train.py --stage 2 --data qa [--init out/stage1]   # ablations "QA only" / "stage 1 -> QA"
+    python train.py --stage 1 --data refusal           # baseline "refusal SFT" (stage 1's budget) -> out/refusal_sft
     python train.py --stage 1 --model Llama-2-7b-chat-hf --asqa ASQA.json   # the paper's run (bf16, CUDA)
     torchrun --nproc_per_node 2 train.py --stage 1 ...  # data parallel; same global batch as one process
 
@@ -34,9 +35,10 @@ import lora
 import plan
 import tinyworld
 from cli import check_limits, config_parser, interrupted
-from files import (WriteError, append_text, base_changes, base_identity, complete_lines, read_json, write_file,
-                   write_text)
-from model import CheckpointError, Llama, ModelArgs, resolve_device
+from files import (OutError, WriteError, append_text, base_changes, base_identity, check_out_dir, complete_lines,
+                   read_json, write_file, write_text)
+from device import resolve_device
+from model import CheckpointError, Llama, ModelArgs
 
 
 @dataclass
@@ -45,7 +47,7 @@ class TrainConfig:
     model: str = ""  # base checkpoint (HF layout); default tiny/base, the tiny world's shipped base
     init: str = ""  # stage 2: a trained directory whose adapter (and those under it) the new LoRA is stacked on
     merge_stage1: bool = False  # merge --init's adapters into the weights as the authors did (bf16 rounds most away); default: frozen fp32 branches
-    data: str = ""  # cognition | instructions | qa; default by stage (1: cognition, 2: instructions)
+    data: str = ""  # cognition | instructions | qa | refusal (stage 1's baseline "refusal SFT": the benchmark's train rows in the eval prompt, known question -> its first gold answer, unknown -> 'Not Provided'); default by stage (1: cognition, 2: instructions)
     asqa: str = ""  # ASQA.json (stage 1); default data/tiny/ASQA.json
     hotpot: str = ""  # hotpot_train_v1.1.json (stage 2, qa); default data/tiny/...
     base_corpus: str = ""  # stage 0 only; default data/tiny/base_corpus.jsonl
@@ -93,23 +95,13 @@ class TrainConfig:
     tie_embeddings: bool = False  # one matrix for embed_tokens and lm_head (SmolLM2 does; Llama-2 does not)
     polish_steps: int = 0  # after the first phase, this many steps on the corpus's "phase": 2 records (fresh AdamW)
     polish_lr: float = 5e-4  # peak learning rate of the second phase's cosine schedule
-    copy_steps: int = 0  # before the first phase, this many steps on the corpus's "phase": 0 records (a copy phase)
-    copy_lr: float = 1e-3  # peak learning rate of the copy phase's cosine schedule
-    list_steps: int = 0  # after the copy phase, this many steps on the corpus's "phase": 3 records (a listing phase)
-    list_lr: float = 1e-3  # peak learning rate of the listing phase's cosine schedule
-    request_steps: int = 0  # after the polish phase, this many steps on the corpus's "phase": 4 records (requests)
-    request_lr: float = 5e-4  # peak learning rate of the request phase's cosine schedule
 
 
 # The paper's values are the dataclass defaults; stage 2 changes lr and epochs. `tiny` stage 0 is the shipped
 # base's recipe, chosen among the variants in the README's tiny-world section (tied embeddings, 4 layers of
 # d 256, AdamW beta2 0.95: the first setting whose base copied the passage's years within the budget; then a
-# second phase, tilted towards the eight-word values, that taught the base to copy them too). --copy-steps and
-# --list-steps are not in it: a copy phase and a listing phase first (docs/tiny-world-log.md, v27, v29) gave bases that
-# answer better, and on v29 a 20-epoch stage 2 learned the review's slot, but stage 1 missed its bar there and the
-# preset's 6-epoch stage 2 did not learn the slot; the shipped base (and the demo's bytes) would change. Nor is
-# --request-steps (docs/tiny-world-log.md, v32: its base applies stage 2's formats asked in other words, and stage 1 at
-# lr 1e-3 for 12 epochs meets its bar, but a 20-epoch stage 2 on it passes 30 of 100 held-out items, well-formed 44).
+# second phase, tilted towards the eight-word values, that taught the base to copy them too; the other stage-0
+# variants tried are in docs/tiny-world-log.md).
 # Its stages 1-2 put a rank-16 LoRA on all seven linear layers and on lm_head. lm_head because the tiny base never
 # wrote the method's words ("Sufficient", "CHECKING", the requirement sentences): its residual stream is large
 # (RMS 100-3000 at answer positions) and the seven block linears alone could not turn it towards them;
@@ -142,7 +134,8 @@ PRESETS = {
               1: dict(lr=1e-3, epochs=1, max_steps=4, micro_batch=2, grad_accum=2),
               2: dict(lr=1e-3, epochs=1, max_steps=4, micro_batch=2, grad_accum=2, n_items=12, cutoff_len=2048)},
 }
-DATA_FILE = {"base": "base_corpus", "cognition": "asqa", "instructions": "hotpot", "qa": "hotpot"}  # the file each needs
+DATA_FILE = {"base": "base_corpus", "cognition": "asqa", "instructions": "hotpot", "qa": "hotpot",
+             "refusal": "asqa"}  # the file each needs
 
 
 class TrainError(RuntimeError):
@@ -151,9 +144,8 @@ class TrainError(RuntimeError):
 
 LIMITS = {**dict.fromkeys(("micro_batch", "grad_accum", "lora_r", "cutoff_len", "save_every", "max_records", "n_items",
                             "vocab_size", "hidden_size", "num_layers", "num_heads"), ">= 1"),
-          **dict.fromkeys(("epochs", "max_steps", "stop_after", "weight_decay", "memory_gb", "polish_steps",
-                            "copy_steps", "list_steps", "request_steps"), ">= 0"),
-          **dict.fromkeys(("lr", "lora_alpha", "grad_clip", "polish_lr", "copy_lr", "list_lr", "request_lr"), "> 0"),
+          **dict.fromkeys(("epochs", "max_steps", "stop_after", "weight_decay", "memory_gb", "polish_steps"), ">= 0"),
+          **dict.fromkeys(("lr", "lora_alpha", "grad_clip", "polish_lr"), "> 0"),
           **dict.fromkeys(("val_share", "lora_dropout", "adam_beta2"), "in [0, 1)"),
           **dict.fromkeys(("revision_share", "warmup_ratio"), "in [0, 1]"),
           "device": "auto, cpu or cuda[:N] (with a visible GPU)"}
@@ -190,7 +182,7 @@ def parse_config(argv=None) -> TrainConfig:
         cfg.out = tinyworld.BASE if preset == "tiny" else os.path.join("out", "base")
     if not cfg.out:
         name = {"base": "base", "cognition": "stage1", "instructions": "stage2" if cfg.init else "stage2_only",
-                "qa": "stage1_qa" if cfg.init else "qa_only"}[cfg.data]
+                "qa": "stage1_qa" if cfg.init else "qa_only", "refusal": "refusal_sft"}[cfg.data]
         cfg.out = os.path.join("out", name)
     if tiny and not cfg.model:
         cfg.model = tinyworld.BASE
@@ -201,7 +193,10 @@ def parse_config(argv=None) -> TrainConfig:
     check_limits(ap, cfg, {k: v for k, v in LIMITS.items() if not (cfg.plan and k == "device")})  # --plan: any GPU
     if (cfg.stage == 0) != (cfg.data == "base"):
         ap.error(f"--stage {cfg.stage} cannot train on --data {cfg.data}: stage 0 trains the base on --data base, "
-                 "stages 1-2 an adapter on cognition, instructions or qa")
+                 "stages 1-2 an adapter on cognition, instructions, qa or refusal")
+    if cfg.data == "refusal" and (cfg.stage != 1 or cfg.init):
+        ap.error("--data refusal is the refusal-SFT baseline, trained as stage 1 is (same code and preset budget) "
+                 "on the plain base: use --stage 1 without --init")
     if cfg.merge_stage1 and not cfg.init:
         ap.error("--merge-stage1 merges the adapters of --init; give --init DIR (e.g. out/stage1) or leave it out")
     if not cfg.epochs and not cfg.max_steps:
@@ -222,6 +217,8 @@ def build_records(cfg):
         return data.base_records(cfg.base_corpus)
     if cfg.data == "cognition":
         return data.stage1_records(data.build_benchmark(cfg.asqa, cfg.filter), cfg.max_records)
+    if cfg.data == "refusal":  # in the eval prompt eval.py gives a fine-tuned model: with the task prefix
+        return data.refusal_records(data.build_benchmark(cfg.asqa, cfg.filter), cfg.max_records)
     if cfg.data == "qa":
         return data.qa_records(cfg.hotpot, cfg.n_items)
     return data.stage2_records(cfg.hotpot, cfg.n_items, seed=cfg.seed, revision_share=cfg.revision_share,
@@ -528,27 +525,19 @@ def train(cfg: TrainConfig):
     if cfg.compile:
         model.compile_blocks()  # two graphs a run: with grad (training) and without (validation)
 
-    # stage 0's extra phases by the corpus's "phase": 0 (--copy-steps) and 3 (--list-steps), in this order before
-    # the main one, and 2 (--polish-steps) and 4 (--request-steps) after it: (name, training samples, steps, peak
-    # lr, seed offset of its data order); the polish phase keeps offset 1000 and the main one 0, as before the copy
-    # phase existed (the shipped base's data order). `writer`: the tinyworld.py flag that writes its records.
+    # stage 0's second phase (--polish-steps) on the corpus's "phase": 2 records, after the main one: (name,
+    # training samples, steps, peak lr, seed offset of its data order; 1000, the shipped base's data order)
     extra = {}
-    for n, name, flag, steps, lr, offset, writer in (
-            (0, "copy", "--copy-steps", cfg.copy_steps, cfg.copy_lr, 2000, "--copies N "),
-            (3, "listing", "--list-steps", cfg.list_steps, cfg.list_lr, 3000, "--copies N "),
-            (2, "polish", "--polish-steps", cfg.polish_steps, cfg.polish_lr, 1000, ""),
-            (4, "request", "--request-steps", cfg.request_steps, cfg.request_lr, 4000, "--request-phase N ")):
-        if not steps:
-            continue
-        phase_records = [r for r in records if r.get("phase") == n]
+    if cfg.polish_steps:
+        phase_records = [r for r in records if r.get("phase") == 2]
         if not phase_records:
-            raise data.DataError(f'{cfg.base_corpus}: {flag} {steps} needs records with "phase": {n}; none there '
-                                 f"(python tinyworld.py {writer}writes them), or pass {flag} 0")
+            raise data.DataError(f'{cfg.base_corpus}: --polish-steps {cfg.polish_steps} needs records with "phase": 2; '
+                                 "none there (python tinyworld.py writes them), or pass --polish-steps 0")
         phase_samples = data.tokenize_records(tok, phase_records, cfg.cutoff_len, template, cfg.truncation)[0]
         if not phase_samples:
-            raise data.DataError(f"every {name}-phase record of {cfg.base_corpus} is longer than --cutoff-len "
+            raise data.DataError(f"every polish-phase record of {cfg.base_corpus} is longer than --cutoff-len "
                                  f"{cfg.cutoff_len}")
-        extra[n] = (name, phase_samples, steps, lr, offset)
+        extra[2] = ("polish", phase_samples, cfg.polish_steps, cfg.polish_lr, 1000)
     records = [r for r in records if r.get("phase", 1) == 1]
     samples, dropped = data.tokenize_records(tok, records, cfg.cutoff_len, template, cfg.truncation)
     if not samples:
@@ -558,7 +547,7 @@ def train(cfg: TrainConfig):
     val, trn = [samples[i] for i in order[:n_val]], [samples[i] for i in order[n_val:]]
     per_step = cfg.micro_batch * cfg.grad_accum
     main_phase = ("main", trn, cfg.max_steps or math.ceil(len(trn) / per_step) * cfg.epochs, cfg.lr, 0)
-    phases = [p for p in (extra.get(0), extra.get(3), main_phase, extra.get(2), extra.get(4)) if p]
+    phases = [p for p in (main_phase, extra.get(2)) if p]
     bounds = [sum(p[2] for p in phases[:i + 1]) for i in range(len(phases))]  # the last step of each phase
     total = bounds[-1]
 
@@ -690,7 +679,12 @@ def save_result(cfg, model, base_dir, merged, identity):
 
 def claim_out(cfg):
     """Refuse an --out that holds a finished run (unless --overwrite), an unfinished one (unless --resume or
-    --overwrite) or a run that is writing there now; then lock it: returns the lock file to remove at the end."""
+    --overwrite) or a run that is writing there now; then lock it: returns the lock file to remove at the end.
+    First of all, an --out that is a file, cannot be written or is not a run of ours (files.check_out_dir): a run
+    directory holds the train.lock written here or the train_config.json written before the first step; before
+    either, only stage 0's tokenizer.model."""
+    check_out_dir("--out", cfg.out, ours=lambda n: n in ("tokenizer.model", "tokenizer.model.tmp"),
+                  marker=("train.lock", "train_config.json"), writer="train.py")
     lock = os.path.join(cfg.out, "train.lock")
     try:
         with open(lock) as f:
@@ -735,7 +729,7 @@ def main(argv=None):
         if int(os.environ.get("RANK", "0")) == 0:
             lock = claim_out(cfg)
         train(cfg)
-    except (CheckpointError, lora.AdapterError, data.DataError, TrainError) as e:
+    except (CheckpointError, lora.AdapterError, data.DataError, TrainError, OutError) as e:
         sys.exit(f"error: {e}")
     except WriteError as e:  # a full disk: what was written before is whole
         sys.exit(f"error: {e}; free disk space; {go_on(cfg)}")

@@ -203,12 +203,9 @@ def test_malformed_base_corpus_lines_name_the_file_and_line(micro_world, tmp_pat
     assert not os.path.exists(tmp_path / "base0" / "model.safetensors")
 
 
-@pytest.mark.parametrize("flag, phase, writer", [("--polish-steps", 2, ""), ("--copy-steps", 0, "--copies N "),
-                                                 ("--list-steps", 3, "--copies N "),
-                                                 ("--request-steps", 4, "--request-phase N ")])
+@pytest.mark.parametrize("flag, phase, writer", [("--polish-steps", 2, "")])
 def test_a_phase_without_its_records_is_one_line(micro_world, tmp_path, flag, phase, writer):
-    """--polish-steps / --copy-steps / --list-steps / --request-steps over a corpus without "phase": 2 / 0 / 3 / 4
-    lines (written before the second phase, or without --copies / --request-phase): one line, the fix."""
+    """--polish-steps over a corpus without "phase": 2 lines (written before the second phase): one line, the fix."""
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(json.dumps(QA) + "\n")
     msg = error_of(train.main, stage0(micro_world, tmp_path, str(corpus)) + [flag, "2"])
@@ -216,12 +213,13 @@ def test_a_phase_without_its_records_is_one_line(micro_world, tmp_path, flag, ph
                    f"{writer}writes them), or pass {flag} 0")
 
 
-def test_a_copy_phase_whose_records_are_all_over_the_cutoff_is_one_line(micro_world, tmp_path):
+def test_a_polish_phase_whose_records_are_all_over_the_cutoff_is_one_line(micro_world, tmp_path):
     corpus = tmp_path / "corpus.jsonl"
-    long = {"instruction": "Repeat the text below.\n\n" + "rock jazz " * 200, "output": "rock jazz", "phase": 0}
+    long = {"instruction": "Repeat the text below.\n\n" + "rock jazz " * 200, "output": "rock jazz", "phase": 2}
     corpus.write_text(json.dumps(QA) + "\n" + json.dumps(long) + "\n")
-    msg = error_of(train.main, stage0(micro_world, tmp_path, str(corpus)) + ["--copy-steps", "2", "--cutoff-len", "256"])
-    assert msg == f"error: every copy-phase record of {corpus} is longer than --cutoff-len 256"
+    msg = error_of(train.main, stage0(micro_world, tmp_path, str(corpus)) + ["--polish-steps", "2", "--cutoff-len",
+                                                                             "256"])
+    assert msg == f"error: every polish-phase record of {corpus} is longer than --cutoff-len 256"
 
 
 @pytest.mark.parametrize("content, message", [
