@@ -146,7 +146,7 @@ def worker(a):
         prompts = [torch.randint(3, vocab, (n,), generator=g).tolist() for n in lengths]
         model.eval()
         if a.impl == "ours":
-            from model import generate
+            from generate import generate
             step = lambda: generate(model, prompts, a.new_tokens, eos_id=-1, batch_size=a.batch)
         else:
             P = max(lengths)
@@ -267,7 +267,7 @@ def real_worker(a):
         prompts = work["eval"]
         model.eval()
         if a.impl == "ours":
-            from model import generate
+            from generate import generate
             run = lambda: generate(model, prompts, a.new_tokens, eos_id, batch_tokens=EVAL_BATCH_TOKENS,
                                    autocast=autocast)
         else:

@@ -7,7 +7,8 @@ targets are the names users already type (q_proj, v_proj). This file knows nothi
     model = Llama.from_pretrained("Llama-2-7b-chat-hf", device="cuda", dtype=torch.bfloat16)
     logits = model(tokens)                      # (B, T, vocab)
     loss = model.loss(tokens, labels)           # labels aligned with tokens, -100 = no loss (shifted inside)
-    new_tokens = generate(model, [ids1, ids2], max_new_tokens=150, eos_id=2)
+
+Packed attention (rows without padding, a shared prompt prefix once) is packing.py's; decoding is generate.py's.
 """
 import json
 import os
@@ -19,9 +20,9 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-from tqdm import tqdm
 
 from files import read_json, write_file, write_text
+from packing import Packing, Queries, attend, shared_prefixes
 
 
 class CheckpointError(ValueError):
@@ -174,7 +175,7 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(args.hidden_size, self.n_kv * self.head_dim, bias=False)
         self.v_proj = nn.Linear(args.hidden_size, self.n_kv * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, args.hidden_size, bias=False)
-        self.cache = None  # a KVCache while generate() runs
+        self.cache = None  # a KVCache while generate() runs (Llama.setup_caches)
 
     def forward(self, x, cos, sin, mask=None, start=0):
         B, T, _ = x.shape
@@ -194,14 +195,11 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
-    def packed(self, x, cos, sin, pack: "Packing", ql: "Queries"):
-        """Attention over packed tokens (1, N, hidden) (Packing: no padding, shared prompt prefixes computed
-        once): keys and values of every packed token, queries at ql (Queries). The projections run on the
-        packed tokens; attention runs batched (one SDPA call: CPU kernels pay a large fixed cost per call) on
-        every row's keys laid out right-padded, a row's shared prefix read from the row that computed it.
-        A KV cache, if set, receives each row's keys and values at its left-padded slots."""
+    def packed(self, x, cos, sin, pack: Packing, ql: Queries):
+        """Attention over packed tokens (1, N, hidden) (packing.py: no padding, shared prompt prefixes computed
+        once): keys and values of every packed token, queries at ql only. The projections and RoPE run here on
+        the packed tokens; packing.attend lays them out and runs the attention."""
         N = x.shape[1]
-        B, T = pack.shape
         k = self.k_proj(x).view(1, N, self.n_kv, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(1, N, self.n_kv, self.head_dim).transpose(1, 2)
         k = (k * cos + rotate_half(k) * sin)[0].transpose(0, 1)  # (N, kv heads, head_dim)
@@ -211,152 +209,8 @@ class Attention(nn.Module):
         q = self.q_proj(xq).view(1, n, self.n_heads, self.head_dim).transpose(1, 2)
         qc, qs = (cos, sin) if ql.idx is None else (cos[:, :, ql.idx], sin[:, :, ql.idx])
         q = (q * qc + rotate_half(q) * qs)[0].transpose(0, 1)  # (n, heads, head_dim)
-        if self.cache is not None:  # every row's tokens, shared prefixes included
-            kc, vc = (k, v) if pack.kv_src is None else (k[pack.kv_src], v[pack.kv_src])
-            self.cache.k[pack.kv_rows, :, pack.cache_slots] = kc.to(self.cache.k.dtype)
-            self.cache.v[pack.kv_rows, :, pack.cache_slots] = vc.to(self.cache.v.dtype)
-        ys = []
-        for g, (group, at) in enumerate(zip(pack.groups, ql.groups)):  # leaders, then the rows that share
-            if at is None:
-                continue
-            kg, vg = (k, v) if group.kv is None else (k[group.kv], v[group.kv])
-            kp = k.new_zeros(group.shape[0], self.n_kv, group.shape[1], self.head_dim)
-            kp[group.kv_rows, :, group.kv_slots] = kg
-            vp = v.new_zeros(group.shape[0], self.n_kv, group.shape[1], self.head_dim)
-            vp[group.kv_rows, :, group.kv_slots] = vg
-            if self.n_kv != self.n_heads:
-                kp = kp.repeat_interleave(self.n_heads // self.n_kv, dim=1)
-                vp = vp.repeat_interleave(self.n_heads // self.n_kv, dim=1)
-            qp = q.new_zeros(group.shape[0], self.n_heads, at.shape[1], self.head_dim)
-            qg = q if at.sel is None else q[at.sel]
-            qp[at.rows, :, at.slots] = qg
-            if at.mask is None:  # a row's every token, from position 0: plain causal attention
-                y = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
-            else:
-                y = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=at.mask)
-            ys.append(y[at.rows, :, at.slots])
-        y = ys[0] if len(ys) == 1 else torch.cat(ys)[ql.order]
+        y = attend(q, k, v, pack, ql, self.cache)
         return self.o_proj(y.reshape(1, n, -1))
-
-
-def shared_prefixes(rows, min_shared=16):
-    """For token rows (lists of ids): (leader, length) per row: the row's first `length` tokens equal those of
-    an earlier row, its leader, which computes them (a leader shares nothing: (itself, 0)). A prompt
-    template's instructions are the same tokens in every prompt (the tiny world's stage-1 samples share 200
-    of their ~250 tokens). Shares shorter than min_shared tokens are not worth a row of their own; a row
-    keeps at least its last token."""
-    leaders, out = [], []
-    for b, row in enumerate(rows):
-        best, length = b, 0
-        for g in leaders:
-            n, cap = 0, min(len(row) - 1, len(rows[g]))
-            while n < cap and row[n] == rows[g][n]:
-                n += 1
-            if n > length:
-                best, length = g, n
-        if length < min_shared:
-            best, length = b, 0
-            leaders.append(b)
-        out.append((best, length))
-    return out
-
-
-class Group:
-    """Rows attended together in one SDPA call, keys laid out right-padded (rows, longest row): kv (packed
-    index of each key, None: the packed tokens in order), kv_rows (row within the group), kv_slots."""
-
-    def __init__(self, rows, lengths, index, n_packed, device):
-        self.rows = rows
-        lens = lengths[rows]
-        local = torch.repeat_interleave(torch.arange(len(rows)), lens)
-        self.kv_slots = torch.arange(int(lens.sum())) - (lens.cumsum(0) - lens)[local]
-        kv = index(rows[local], self.kv_slots)
-        self.kv = None if torch.equal(kv, torch.arange(n_packed)) else kv.to(device)
-        self.shape = (len(rows), int(lens.max()))
-        self.kv_rows, self.kv_slots = local.to(device), self.kv_slots.to(device)
-
-
-class At:
-    """The queries of one group: sel (which of the layer's queries; None: all), each one's row in the group
-    and slot in the right-padded (rows, queries per row) layout, and the mask (None: plain causal)."""
-
-    def __init__(self, sel, rows, pos, shape_rows, keys, device, causal):
-        counts = torch.bincount(rows, minlength=shape_rows)
-        slots = torch.arange(len(rows)) - (counts.cumsum(0) - counts)[rows]
-        self.shape = (shape_rows, int(counts.max()))
-        self.mask = None
-        if not causal:  # query at position p sees keys 0..p of its row; a padding query sees key 0 (no empty softmax)
-            qpos = torch.zeros(self.shape, dtype=torch.long)
-            qpos[rows, slots] = pos
-            self.mask = (torch.arange(keys)[None, None, :] <= qpos[:, :, None])[:, None].to(device)
-        self.sel = None if sel is None else sel.to(device)
-        self.rows, self.slots = rows.to(device), slots.to(device)
-
-
-class Queries:
-    """Where a layer's queries are: packed indices `idx` (None: every packed token, in order), split by the
-    packing's groups (At per group, None where a group has none); `order` puts the groups' outputs back."""
-
-    def __init__(self, idx, rows, pos, pack, device, own_tokens=False):
-        self.idx = None if idx is None else idx.to(device)
-        self.groups, sels = [], []
-        for group in pack.groups:
-            where = torch.isin(rows, group.rows)
-            sel = where.nonzero()[:, 0]
-            if not len(sel):
-                self.groups.append(None)
-                continue
-            local = torch.searchsorted(group.rows, rows[sel])  # group.rows is sorted
-            causal = own_tokens and bool((pack.skip[group.rows] == 0).all())  # whole rows from position 0
-            all_sel = len(pack.groups) == 1
-            self.groups.append(At(None if all_sel else sel, local, pos[sel], len(group.rows), group.shape[1],
-                                  device, causal))
-            sels.append(sel)
-        self.order = torch.argsort(torch.cat(sels)).to(device) if len(sels) > 1 else None
-
-
-class Packing:
-    """Rows of different lengths packed into one sequence: no padding, and a prefix a row shares with an
-    earlier row (shared_prefixes) computed once. lengths: tokens per row; shared: (leader, length) per row
-    (None: nothing shared); queries: (row, position) pairs, sorted, whose outputs the last block must produce
-    (None: every packed token). The packed tokens are each row's own tokens, row after row: take them from a
-    (rows, T) tensor as tokens[pack.src_rows, pack.src_pos]. Positions restart at 0 in each row. Attention
-    runs in groups (Group): the leaders, whole rows, then the rows that share a prefix, their queries few,
-    so that neither pads its queries to the other's. With cache_len, cache_slots place each row's keys and
-    values in a left-padded KV cache of cache_len slots."""
-
-    def __init__(self, lengths, shared=None, queries=None, device="cpu", cache_len=None):
-        lengths = torch.as_tensor(lengths, dtype=torch.long).cpu()
-        B = len(lengths)
-        shared = shared or [(b, 0) for b in range(B)]
-        lead = torch.tensor([g for g, _ in shared])
-        self.skip = skip = torch.tensor([n for _, n in shared])
-        own = lengths - skip
-        own_start = own.cumsum(0) - own
-        self.shape = (B, int(lengths.max()))
-        self.src_rows = torch.repeat_interleave(torch.arange(B), own)
-        self.src_pos = torch.arange(int(own.sum())) - own_start[self.src_rows] + skip[self.src_rows]
-
-        def index(rows, pos):  # packed index of (row, position): a shared position is its leader's token
-            theirs = pos < skip[rows]
-            rows = torch.where(theirs, lead[rows], rows)
-            return own_start[rows] + pos - skip[rows]
-        followers = (skip > 0).nonzero()[:, 0]
-        N = int(own.sum())
-        self.groups = [Group(torch.arange(B), lengths, index, N, device)] if not len(followers) else [
-            Group((skip == 0).nonzero()[:, 0], lengths, index, N, device), Group(followers, lengths, index, N, device)]
-        kv_rows = torch.repeat_interleave(torch.arange(B), lengths)
-        kv_slots = torch.arange(int(lengths.sum())) - (lengths.cumsum(0) - lengths)[kv_rows]
-        self.kv_src = index(kv_rows, kv_slots).to(device) if len(followers) else None
-        self.kv_rows = kv_rows.to(device)
-        self.positions = self.src_pos.to(device)[None]
-        self.all = Queries(None, self.src_rows, self.src_pos, self, device, own_tokens=True)
-        self.out = self.all
-        if queries is not None:
-            queries = torch.as_tensor(queries, dtype=torch.long).cpu().view(-1, 2)
-            self.out = Queries(index(queries[:, 0], queries[:, 1]), queries[:, 0], queries[:, 1], self, device)
-        if cache_len is not None:  # row r's tokens fill slots cache_len - length .. cache_len - 1
-            self.cache_slots = (kv_slots + cache_len - lengths[kv_rows]).to(device)
 
 
 class MLP(nn.Module):
@@ -411,6 +265,21 @@ class Llama(nn.Module):
         self.compiled = False  # compile_blocks() was called
         self.packed = True  # loss() packs rows (Packing); False: the padded batch (a compiled model's; plan.py's model)
         self.share_prefixes = True  # loss() and generate() compute a prompt prefix shared by rows once
+
+    def setup_caches(self, batch, max_len, dtype, device, zeroed=None):
+        """A KVCache per layer for decoding `batch` rows of up to max_len tokens (zeroed: see KVCache)."""
+        a = self.args
+        for layer in self.model.layers:
+            layer.self_attn.cache = KVCache(batch, a.num_key_value_heads, max_len, a.head_dim, dtype, device, zeroed)
+
+    def keep_cache_rows(self, rows, used):
+        """Only these rows of every layer's cache from now on (rows that ended decoding leave the batch)."""
+        for layer in self.model.layers:
+            layer.self_attn.cache.keep(rows, used)
+
+    def drop_caches(self):
+        for layer in self.model.layers:
+            layer.self_attn.cache = None
 
     def hidden(self, tokens, positions=None, mask=None, start=0):
         """The last block's output (B, T, hidden), before the final norm."""
@@ -624,129 +493,3 @@ def safetensors_files(path) -> dict:
                               "save_pretrained(dir, safe_serialization=True)")
     raise CheckpointError(f"{path}: no model.safetensors or model.safetensors.index.json; "
                           "download the checkpoint's safetensors files into it")
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matmuls run natively (3.3x fp32's speed measured on such a CPU); without
-    them bf16 is emulated and slower than fp32."""
-    cpu = torch.cpu
-    return any(getattr(cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-
-
-def resolve_device(device="auto", dtype="auto"):
-    """The scripts' --device/--dtype -> (device, weight dtype, bf16 autocast on/off, why, in words).
-    auto: CUDA keeps bf16 weights under bf16 autocast; a CPU with native bf16 keeps fp32 weights (and fp32
-    LoRA / master weights) under bf16 autocast; any other CPU runs plain fp32. float32 turns autocast off."""
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-    if dtype not in ("auto", "float32", "bfloat16"):
-        raise ValueError(f"--dtype must be auto, float32 or bfloat16, not {dtype!r}")
-    if dtype == "float32":
-        return dev, torch.float32, False, "float32 (asked for)"
-    if dtype == "bfloat16":
-        return dev, torch.bfloat16, True, "bf16 weights, bf16 autocast (asked for)"
-    if dev.type == "cuda":
-        return dev, torch.bfloat16, True, "auto: CUDA -> bf16 weights, bf16 autocast"
-    if dev.type == "cpu" and cpu_has_native_bf16():
-        return dev, torch.float32, True, "auto: this CPU computes bf16 natively -> fp32 weights, bf16 autocast"
-    return dev, torch.float32, False, f"auto: {dev.type} without native bf16 -> float32"
-
-
-# ---- batched greedy decoding with a preallocated KV cache ----
-
-def token_batches(lengths, max_new_tokens, batch_tokens):
-    """Prompt indices in batches, shortest prompts first, so that a batch pads little: B prompts whose longest
-    has P tokens fill B * (P + max_new_tokens) <= batch_tokens slots of the KV cache (what _generate_batch
-    allocates, padding included). A prompt over the budget alone still gets a batch of its own."""
-    batches = []
-    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
-        # sorted ascending: the newcomer is the batch's longest prompt, so it sets every row's cache length
-        if batches and (len(batches[-1]) + 1) * (lengths[i] + max_new_tokens) <= batch_tokens:
-            batches[-1].append(i)
-        else:
-            batches.append([i])
-    return batches
-
-
-@torch.no_grad()
-def generate(model: Llama, prompts, max_new_tokens, eos_id, batch_size=16, progress=False, autocast=False,
-             batch_tokens=0, eos_every=None):
-    """Greedy-decode each prompt (a list of token ids) and return only its new tokens, without the EOS.
-    autocast=True runs under bf16 autocast with a bf16 KV cache (resolve_device says when).
-
-    Prompts are sorted by length and run in batches of batch_size prompts, or, with batch_tokens, of a KV
-    cache of at most batch_tokens slots (token_batches). The prompts of a batch are prefilled packed, without
-    padding (Packing), into a left-padded KV cache; each row's positions start at 0 at its first real token
-    and padding is masked out of attention, so every row gets exactly the tokens that decoding it alone,
-    step by step and without a cache, would give. A row whose output has max_new_tokens tokens was cut off
-    by the limit (it never produced EOS).
-    Which rows have ended is asked every eos_every steps (default: every step on the CPU, every 8 on a GPU,
-    where the question waits for the device); ended rows then leave the batch (their cache rows are dropped),
-    and the steps a row runs past its EOS are discarded."""
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    batches = (token_batches([len(p) for p in prompts], max_new_tokens, batch_tokens) if batch_tokens else
-               [order[i:i + batch_size] for i in range(0, len(order), batch_size)])
-    if eos_every is None:
-        eos_every = 1 if model.lm_head.weight.device.type == "cpu" else 8
-    out = [None] * len(prompts)
-    for idx in tqdm(batches, desc="generate", disable=not progress):
-        with torch.autocast(model.lm_head.weight.device.type, dtype=torch.bfloat16, enabled=autocast):
-            for i, toks in zip(idx, _generate_batch(model, [prompts[i] for i in idx], max_new_tokens, eos_id,
-                                                    eos_every)):
-                out[i] = toks
-    return out
-
-
-def _generate_batch(model, prompts, max_new_tokens, eos_id, eos_every=8):
-    device = model.lm_head.weight.device
-    dtype = torch.bfloat16 if torch.is_autocast_enabled(device.type) else model.model.embed_tokens.weight.dtype
-    B, P = len(prompts), max(len(p) for p in prompts)
-    total = P + max_new_tokens
-    if total > model.args.max_position_embeddings:
-        raise ValueError(f"prompt of {P} tokens + {max_new_tokens} new tokens exceeds the model's "
-                         f"max_position_embeddings {model.args.max_position_embeddings}")
-    lengths = [len(p) for p in prompts]
-    pad = torch.tensor([P - n for n in lengths], device=device)
-    a = model.args
-    for layer in model.model.layers:  # slots past the prompts are written (decoding) before they are read
-        layer.self_attn.cache = KVCache(B, a.num_key_value_heads, total, a.head_dim, dtype, device,
-                                        zeroed=P - min(lengths))
-    idx = torch.arange(total, device=device)
-    valid = idx[None, :] >= pad[:, None]  # valid[b, k]: cache slot k holds a real token of row b
-    positions = (idx[None, :] - pad[:, None]).clamp(min=0)
-    was_training = model.training
-    model.eval()
-    try:
-        shared = shared_prefixes(prompts) if model.share_prefixes else None
-        pack = Packing(lengths, shared, [(b, n - 1) for b, n in enumerate(lengths)], device, cache_len=P)
-        tokens = torch.tensor([list(p) + [0] * (P - len(p)) for p in prompts], device=device)
-        tokens = tokens[pack.src_rows.to(device), pack.src_pos.to(device)][None]
-        logits = model(tokens, packing=pack).transpose(0, 1)  # (B, 1, vocab): each row's last prompt token
-        rows = torch.arange(B, device=device)  # the original row of each row still decoding
-        new, done = [], torch.zeros(B, dtype=torch.bool, device=device)
-        for t in range(P, total):
-            nxt = logits[:, -1].argmax(-1)
-            new.append((rows, nxt))
-            done |= nxt == eos_id
-            if t == total - 1:
-                break
-            if len(new) % eos_every == 0:
-                ended = int(done.sum())  # waits for the device
-                if ended == len(done):
-                    break
-                if ended >= max(1, len(done) // 4):  # ended rows leave the batch, a quarter at least at a time
-                    live = (~done).nonzero()[:, 0]
-                    for layer in model.model.layers:
-                        layer.self_attn.cache.keep(live, t)
-                    rows, nxt, done = rows[live], nxt[live], done[live]
-                    valid, positions = valid[live], positions[live]
-            mask = valid[:, None, None, : t + 1]
-            logits = model(nxt[:, None], positions=positions[:, t:t + 1], mask=mask, start=t, last_only=True)
-    finally:
-        for layer in model.model.layers:
-            layer.self_attn.cache = None
-        model.train(was_training)
-    out = torch.full((B, len(new)), eos_id, dtype=torch.long, device=device)
-    for s, (r, nxt) in enumerate(new):
-        out[r, s] = nxt
-    rows = out.tolist()
-    return [r[:r.index(eos_id)] if eos_id in r else r for r in rows]

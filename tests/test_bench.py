@@ -79,7 +79,7 @@ def test_real_workloads_come_from_the_project_builders(tmp_path):
     answers = lambda s: sum(y != -100 for y in s[1][1:])
     assert all(200 < len(ids) < 400 and 1 <= answers((ids, y)) <= 4 for ids, y in s1)
     assert all(len(ids) > 500 and answers((ids, y)) > 50 for ids, y in s2)
-    from model import shared_prefixes
+    from packing import shared_prefixes
     assert min(n for _, n in shared_prefixes([ids for ids, _ in s1])[1:]) > 100
 
 

@@ -10,7 +10,8 @@ import torch
 
 import data
 import eval as ev
-from model import Llama, ModelArgs, generate, token_batches
+from generate import generate, token_batches
+from model import Llama, ModelArgs
 
 
 def random_llama(seed=0):

@@ -6,7 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import CheckpointError, Llama, generate, shared_prefixes
+from generate import generate
+from model import CheckpointError, Llama
+from packing import shared_prefixes
 
 CONFIGS = {
     "mha": {},

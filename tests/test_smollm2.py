@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import data
-from model import Llama, generate
+from generate import generate
+from model import Llama
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct")

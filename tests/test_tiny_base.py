@@ -7,7 +7,8 @@ import pytest
 import data
 import eval as ev
 import tinyworld
-from model import Llama, generate
+from generate import generate
+from model import Llama
 
 BASE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), tinyworld.BASE)
 

@@ -23,6 +23,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import lora  # noqa: E402
 import model as llama  # noqa: E402
+from device import resolve_device  # noqa: E402
 
 SIZES = {"tiny": dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, vocab_size=128),
@@ -74,7 +75,7 @@ def main():
     a = ap.parse_args()
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("error: --device cuda but torch sees no GPU; use --device cpu")
-    device, dtype, autocast, why = llama.resolve_device(a.device, a.dtype)
+    device, dtype, autocast, why = resolve_device(a.device, a.dtype)
     if a.backed_batch:
         llama.mark_unbacked = lambda x, dim: None
     import torch._dynamo as dynamo

@@ -28,7 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import lora  # noqa: E402
 import plan  # noqa: E402
 from files import read_json  # noqa: E402
-from model import Llama, ModelArgs, RotaryEmbedding, generate  # noqa: E402
+from generate import generate  # noqa: E402
+from model import Llama, ModelArgs, RotaryEmbedding  # noqa: E402
 from plan_table import cpu_peak_bytes  # noqa: E402
 
 GiB = plan.GiB
