@@ -14,6 +14,15 @@ ablations:
 	$(PY) train.py --stage 2 --data qa --init out/stage1 --overwrite
 	$(PY) eval.py
 
+# The baselines US-Tuning must beat, then the whole table again: "refusal SFT" (stage 1's code and tiny-preset
+# budget on known -> answer, unknown -> 'Not Provided', -> out/refusal_sft) and "prompt only" (the base with the
+# task prefix: eval.py's base_prefix row). The demo's stage 1 and 2 are trained first if missing.
+baselines:
+	test -f out/stage1/adapter_model.safetensors || $(PY) train.py --stage 1
+	test -f out/stage2/adapter_model.safetensors || $(PY) train.py --stage 2 --init out/stage1
+	$(PY) train.py --stage 1 --data refusal --overwrite
+	$(PY) eval.py
+
 test:
 	$(PY) -m pytest -q tests
 
@@ -37,4 +46,4 @@ smol: $(SMOL)/model.safetensors
 	$(PY) eval.py --out-root out/smol --asqa data/tiny/ASQA.json --hotpot data/tiny/hotpot_train_v1.1.json \
 		--max-rows 60 --instruction-items 20
 
-.PHONY: demo ablations test base smol smol-model
+.PHONY: demo ablations baselines test base smol smol-model

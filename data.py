@@ -120,6 +120,38 @@ def fill(template: str, **fields) -> str:
 
 # ---- tokenizers ----
 
+def read_tokenizer_json(file):
+    """The one place a tokenizer.json is read: a `tokenizers` Tokenizer, or DataError naming the file when it is
+    empty, not UTF-8 JSON (a cut-off copy), not a `tokenizers` file, unreadable by the library or without tokens."""
+    fix = "copy the tokenizer.json that belongs to this model again"
+    try:
+        from tokenizers import Tokenizer as HFTokenizer
+    except ImportError:
+        raise DataError(f"{file}: reading it needs the `tokenizers` package: pip install tokenizers") from None
+    try:
+        with open(file, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise DataError(f"{file}: cannot be read ({e.strerror}); {fix}") from None
+    if not raw.strip():
+        raise DataError(f"{file}: empty; {fix}")
+    try:
+        text = raw.decode("utf-8")
+        obj = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise DataError(f"{file}: not valid JSON ({str(e).splitlines()[0][:80]}; cut off?); {fix}") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
+        raise DataError(f"{file}: not a `tokenizers` file (no \"model\" object: {text[:40]!r}...); {fix}")
+    try:
+        tok = HFTokenizer.from_str(text)
+    except Exception as e:  # the library raises a bare Exception for every kind of bad file
+        raise DataError(f"{file}: the `tokenizers` library cannot read it ({str(e).splitlines()[0][:100]}); "
+                        f"{fix}") from None
+    if not tok.get_vocab_size(with_added_tokens=True):
+        raise DataError(f"{file}: holds no tokens; {fix}")
+    return tok
+
+
 class Tokenizer:
     """A model directory's tokenizer: tokenizer.model (sentencepiece: Llama-2, the tiny world) or, when only
     tokenizer.json exists (SmolLM2, Qwen2, Llama-3), the `tokenizers` library, an optional dependency imported
@@ -141,12 +173,7 @@ class Tokenizer:
             self.pad_id = max(self.sp.pad_id(), 0)  # padding is masked out of attention and loss anyway
         elif os.path.isfile(json_file):
             self.path = json_file
-            try:
-                from tokenizers import Tokenizer as HFTokenizer
-            except ImportError:
-                raise DataError(f"{json_file}: reading it needs the `tokenizers` package: "
-                                "pip install tokenizers") from None
-            self.hf = HFTokenizer.from_file(json_file)
+            self.hf = read_tokenizer_json(json_file)
             self.vocab_size = self.hf.get_vocab_size(with_added_tokens=True)
             self.bos_id, self.eos_id, self.pad_id = self._special_ids(directory)
         else:
@@ -166,12 +193,25 @@ class Tokenizer:
             file = os.path.join(directory, name)
             if os.path.isfile(file):
                 conf = _json_file(file)
+                fix = "the config files do not belong to this tokenizer.json: copy the model's own"
                 for kind in ("bos", "eos", "pad"):
+                    if kind in ids:  # an earlier file named it
+                        continue
                     v = conf.get(f"{kind}_token_id")
                     token = conf.get(f"{kind}_token")
+                    v = (v or [None])[0] if isinstance(v, list) else v
                     if v is None and token:
-                        v = self.hf.token_to_id(token["content"] if isinstance(token, dict) else token)
-                    ids.setdefault(kind, v[0] if isinstance(v, list) else v)
+                        text = token.get("content") if isinstance(token, dict) else token
+                        if not isinstance(text, str):
+                            raise DataError(f"{file}: {kind}_token is {json.dumps(token)[:60]}, not a token string "
+                                            'or {"content": token}; ' + fix)
+                        v = self.hf.token_to_id(text)
+                        if v is None:
+                            raise DataError(f"{file}: {kind}_token {text!r} is not a token of {self.path}; {fix}")
+                    elif v is not None and (type(v) is not int or v < 0 or self.hf.id_to_token(v) is None):
+                        raise DataError(f"{file}: {kind}_token_id {json.dumps(v)[:40]} is not a token id of "
+                                        f"{self.path} ({self.vocab_size} tokens); {fix}")
+                    ids.setdefault(kind, v)
                 ids = {k: v for k, v in ids.items() if v is not None}
         if "eos" not in ids:
             raise DataError(f"{directory}: no eos_token_id in config.json nor eos_token in tokenizer_config.json; "
@@ -255,25 +295,68 @@ _MARKERS = {"llama2": ("[INST]", "<<SYS>>"), "chatml": ("<|im_start|>",), "llama
 
 def read_chat_template(model_dir) -> str:
     """The jinja chat template of an HF model directory (tokenizer_config.json or chat_template.jinja), or ""."""
+    return _chat_template_file(model_dir)[1]
+
+
+def _chat_template_file(model_dir, need_default=False):
+    """The one place a model's chat template is read: (the file it is in or None, its text or ""). DataError
+    naming the file when chat_template.jinja is not UTF-8, or tokenizer_config.json's chat_template is neither a
+    string nor a list of {"name", "template"} strings; need_default: also when such a list has no "default"."""
     jinja = os.path.join(model_dir, "chat_template.jinja")
     if os.path.isfile(jinja):
-        with open(jinja) as f:
-            return f.read()
+        return jinja, _read_text(jinja, "")
     file = os.path.join(model_dir, "tokenizer_config.json")
     if not os.path.isfile(file):
-        return ""
+        return None, ""
     template = _json_file(file).get("chat_template") or ""
+    fix = "fix or remove its chat_template (or copy the model's own tokenizer_config.json again)"
     if isinstance(template, list):  # [{"name": "default", "template": ...}, ...]
-        template = next((t["template"] for t in template if t.get("name") == "default"), "")
-    return template
+        for n, t in enumerate(template):
+            if not (isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("template"), str)):
+                raise DataError(f"{file}: chat_template is a list, but its item {n} is {json.dumps(t)[:60]}, not "
+                                f'{{"name": NAME, "template": TEXT}}; {fix}')
+        named = {t["name"]: t["template"] for t in template}
+        if need_default and named and "default" not in named:
+            raise DataError(f"{file}: chat_template lists templates named {', '.join(named)}, none of them "
+                            f"'default'; pass --template NAME (one of {', '.join(TEMPLATES)})")
+        template = named.get("default", "")
+    if not isinstance(template, str):
+        raise DataError(f"{file}: chat_template is {json.dumps(template)[:60]}, not a string or a list of "
+                        f'{{"name", "template"}}; {fix}')
+    return file, template
+
+
+def _check_renders(file, source):
+    """A chat template that jinja (as transformers runs it) cannot render for one user message is refused; it is
+    read for its markers only, but a broken one is no model's own template. Without jinja2 nothing is checked."""
+    try:
+        import jinja2.sandbox
+    except ImportError:
+        return
+
+    def raise_exception(message):
+        raise jinja2.TemplateError(message)
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                                       extensions=["jinja2.ext.loopcontrols"])
+    env.globals.update(raise_exception=raise_exception, strftime_now=lambda fmt: "")
+    try:
+        env.from_string(source).render(messages=[{"role": "user", "content": "Hello"}], add_generation_prompt=True,
+                                       bos_token="", eos_token="")
+    except Exception as e:  # the template is foreign code: any error it raises is its own
+        line = f" at line {e.lineno}" if getattr(e, "lineno", None) else ""
+        raise DataError(f"{file}: its chat template does not render{line} ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:80] if str(e) else ''}); fix it, or pass --template NAME (one of "
+                        f"{', '.join(TEMPLATES)})") from None
 
 
 def chat_template(model_dir, name="auto") -> ChatTemplate:
     """--template NAME, or auto: the one template the model's own chat_template matches; a model without any
     chat template (Llama-2 as first published, the tiny world) gets llama2. A chatml model's fixed default
     system message (SmolLM2's "You are a helpful AI assistant named SmolLM...") is read from its template."""
-    source = read_chat_template(model_dir)
+    file, source = _chat_template_file(model_dir, need_default=name == "auto")
     if name == "auto":
+        if source:
+            _check_renders(file, source)
         found = [n for n, marks in _MARKERS.items() if all(m in source for m in marks)]
         if not source:
             found = ["llama2"]
@@ -440,6 +523,21 @@ def stage1_records(rows, max_records=1000):
     return out[:max_records]
 
 
+def refusal_records(rows, max_records=1000, task_prefix=True):
+    """The "refusal SFT" baseline (R-Tuning's idea in this setting), as many records as stage 1's: two per train
+    row, in order, in the evaluation prompt (eval_messages' system and user message, with TASK_ASSIGNMENT_PREFIX
+    as eval gives every fine-tuned model): known question -> its first gold short answer, unknown -> REFUSAL."""
+    out = []
+    for row in rows:
+        if row["split"] != "train":
+            continue
+        for kind, output in (("known", row["known_answers"][0]), ("unknown", REFUSAL)):
+            system, user = eval_messages(row[kind + "_question"], row["context"], task_prefix)
+            out.append(dict(id=f"{row['id']}-{kind}", system=system, prompt=user, context=row["context"],
+                            output=output))
+    return out[:max_records]
+
+
 # ---- stage 2: causal instructions with a CHECKING review (SPEC 4) ----
 
 def _letters(a):
@@ -594,9 +692,7 @@ def base_records(corpus_path):
     question answered from passages, {"question", "answer", "passages": [[title or null, text]], "template":
     "eval" | "qa", optional "prefix" (eval: with TASK_ASSIGNMENT_PREFIX), "request" and "slot" (qa: a format
     request in slot I{slot})}, or a general skill such as copying, {"instruction", "output"}; either may say
-    "phase": 0 (train.py's copy phase, --copy-steps, first), 3 (its listing phase, --list-steps, next), 2 (its
-    polish phase, --polish-steps) or 4 (its request phase, --request-steps, last); default 1, the main phase,
-    which runs after the listing phase. The answer is
+    "phase": 2 (train.py's second, polish phase, --polish-steps); default 1, the main phase. The answer is
     always in the passages, so the base learns to answer, never to refuse: the paper's diagnosis. A line that is
     not such an object is refused with its number."""
     text = _read_text(corpus_path, "stage 0 reads the tiny world's base_corpus.jsonl (python tinyworld.py writes "

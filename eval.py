@@ -11,7 +11,8 @@ its unknown question (answered by a sibling passage: the right reply is 'Not Pro
 - answer scoring (our default) reads only the answer: the text before the first CHECKING:, or after the
   last ANSWER: when the model revised itself.
 Both are always computed and printed; --scoring picks which leads the table. Strict metrics, the error
-breakdown, the stage-1 (Sufficient/Insufficient) view and instruction adherence come beside them.
+breakdown, the stage-1 (Sufficient/Insufficient) view and instruction adherence come beside them, and a
+second table: the two-sided refusal scorecard with bootstrap intervals over ASQA records (scorecard.py).
 
 Nothing is lost to an interruption (Ctrl-C, SIGTERM, a full disk): prompts run in batches of at most
 --batch-tokens KV-cache tokens, and each batch's records are appended to out/eval/<model>.jsonl as it ends
@@ -37,10 +38,13 @@ from tqdm import tqdm
 import data
 import lora
 import plan
+import scorecard
 import tinyworld
 from cli import check_limits, config_parser, interrupted
-from files import WriteError, append_text, complete_lines, file_digest, write_text
-from model import CheckpointError, Llama, ModelArgs, generate, read_config, resolve_device, token_batches
+from files import OutError, WriteError, append_text, check_out_dir, complete_lines, file_digest, write_text
+from device import resolve_device
+from generate import generate, token_batches
+from model import CheckpointError, Llama, ModelArgs, read_config
 
 
 @dataclass
@@ -64,11 +68,18 @@ class EvalConfig:
     device: str = "auto"  # auto (CUDA if visible) | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | bfloat16; auto: bf16 autocast on CUDA and on CPUs with native bf16
     template: str = "auto"  # chat layout: auto (from the model's own chat template) | llama2 | chatml | llama3
+    bootstrap: int = 1000  # resamples of the ASQA records for the scorecard's 95 percent intervals (scorecard.py)
+    seed: int = 0  # the bootstrap's draws (the same for every model: differences from the base are paired)
 
 
 # Rows of the paper's table (SPEC 7): the directory train.py writes each run to, our label, the authors'
-# label and their numbers (Llama-2-7B-chat; known / unknown / F1).
+# label and their numbers (Llama-2-7B-chat; known / unknown / F1). Two baselines the paper lacks: the base
+# with the task prefix the fine-tuned models get (no directory: a row whenever the base row is, under
+# --task-prefix auto) and `train.py --data refusal` (stage 1's code and budget, known -> answer, unknown ->
+# 'Not Provided').
 RUNS = [("base", "base", "Llama-2-7B-chat (base)", (79.3, 58.3, 67.2)),
+        ("base_prefix", "prompt only (base + task prefix)", "", None),
+        ("refusal_sft", "refusal SFT (known -> answer, unknown -> 'Not Provided')", "", None),
         ("stage1", "stage 1 only", "stage 1 only", (52.4, 84.4, 64.6)),
         ("qa_only", "QA only", "QA only (HotpotQA SFT)", (77.5, 58.3, 66.5)),
         ("stage2_only", "stage 2 only", "stage 2 only", (84.8, 59.0, 69.6)),
@@ -246,7 +257,7 @@ def record(name, prompt, key, output, hit_limit):
     if cut_from:  # the prompt was longer than the model can continue: cut from cut_from to cut_to tokens
         rec.update(cut_from=cut_from, cut_to=len(ids))
     if task == "benchmark":
-        rec.update(judge(kind, output, ref), answers=ref)
+        rec.update(judge(kind, output, ref), answers=ref, asqa_id=scorecard.asqa_id(rid))  # the bootstrap's unit
     elif task == "cognition":
         rec.update(expected=ref, verdict=cognition_verdict(output))
     else:
@@ -367,7 +378,7 @@ def find_models(cfg):
     if cfg.model or cfg.adapter:
         name = os.path.basename(os.path.normpath(cfg.adapter)) if cfg.adapter else "base"
         return [(name, name, cfg.adapter or cfg.model, None)]
-    found = [(n, label, os.path.join(cfg.out_root, n), paper) for n, label, _, paper in RUNS[1:]
+    found = [(n, label, os.path.join(cfg.out_root, n), paper) for n, label, _, paper in RUNS[2:]
              if os.path.isdir(os.path.join(cfg.out_root, n))]
     lineages = {path: lora.read_lineage(path) for _, _, path, _ in found}
     bases = sorted({lin["base"] for lin in lineages.values()}) or [tinyworld.BASE]
@@ -376,8 +387,9 @@ def find_models(cfg):
                               "evaluate each with --model BASE --adapter RUN")
     for path, lin in lineages.items():  # before any model runs: each on its base as it was trained
         lora.check_base(path, lin)
-    if os.path.isdir(bases[0]):  # the base row: the model the runs were trained on
-        found.insert(0, ("base", RUNS[0][1], bases[0], RUNS[0][3]))
+    if os.path.isdir(bases[0]):  # the base row: the model the runs were trained on; then prompt only (base_prefix)
+        found[:0] = [("base", RUNS[0][1], bases[0], RUNS[0][3])] + [("base_prefix", RUNS[1][1], bases[0], None)] * (
+            cfg.task_prefix == "auto")
     if not found:
         raise CheckpointError(f"{cfg.out_root}: no trained models found and no {tinyworld.BASE}; run "
                               "`python train.py --stage 1` (tiny world) or pass --model")
@@ -440,7 +452,7 @@ def table(results, labels, cfg):
             lines.append(f"| {k} | " + " | ".join(cells) + " |")
     theirs = ["", "The authors' numbers (Llama-2-7B-chat, paper scoring, their train=test rows; not ours):", "",
               "| model | known | unknown | F1 |", "|---|---|---|---|"]
-    theirs += [f"| {label} | {p[0]} | {p[1]} | {p[2]} |" for _, _, label, p in RUNS] + ["| GPT-4 | 79.6 | 83.6 | 81.6 |"]
+    theirs += [f"| {label} | {p[0]} | {p[1]} | {p[2]} |" for _, _, label, p in RUNS if p] + ["| GPT-4 | 79.6 | 83.6 | 81.6 |"]
     return "\n".join(lines + theirs)
 
 
@@ -464,7 +476,7 @@ def run(cfg: EvalConfig, at=None):
     print(f"{len(rows)} benchmark rows ({cfg.split} split), {len(items)} held-out instruction items")
     out_dir = os.path.join(cfg.out_root, "eval")
     os.makedirs(out_dir, exist_ok=True)
-    results, labels, batches_run = {}, {}, [0]
+    results, labels, bench, batches_run = {}, {}, {}, [0]
 
     def after_batch():
         batches_run[0] += 1
@@ -477,7 +489,7 @@ def run(cfg: EvalConfig, at=None):
         tok, template = data.Tokenizer(base), data.chat_template(base, cfg.template)
         args = ModelArgs.from_config(read_config(base), os.path.join(base, "config.json"))
         tok.check_vocab(args.vocab_size)
-        prefix = tuned if cfg.task_prefix == "auto" else cfg.task_prefix == "on"
+        prefix = (tuned or name == "base_prefix") if cfg.task_prefix == "auto" else cfg.task_prefix == "on"
         print(f"== {label} ({path}), {template.name} chat template, task prefix {'on' if prefix else 'off'}")
         room = args.max_position_embeddings - cfg.max_new_tokens  # the longest prompt the model can continue
         if room < 1:
@@ -497,13 +509,20 @@ def run(cfg: EvalConfig, at=None):
         records = answer_all(cfg, name, prompts, keys, file, lambda: load(cfg, path, device, dtype), tok, eos_id,
                              batch_budget(cfg, args, device, dtype), autocast, after_batch)
         results[name], labels[name] = summarize(records, prefix), label
-    md = table(results, labels, cfg)
+        bench[name] = [r for r in records if r["task"] == "benchmark"]
+        results[name]["scorecard"] = scorecard.scorecard(bench[name], cfg.bootstrap, cfg.seed)  # from <name>.jsonl
+    diffs = scorecard.differences(bench, cfg.bootstrap, cfg.seed)  # F1 less the base row's, paired
+    md = table(results, labels, cfg) + "\n\n" + scorecard.table(results, labels, diffs)
     keep_other_table(out_dir, results)
-    write_text(os.path.join(out_dir, "results.json"),
-               json.dumps({"config": dataclasses.asdict(cfg), "results": results}, indent=1))
+    write_text(os.path.join(out_dir, "results.json"), json.dumps(
+        {"config": dataclasses.asdict(cfg), "results": results, "f1_difference_from_base": diffs}, indent=1))
     write_text(os.path.join(out_dir, "results.md"), md + "\n")
     print(md)
     return results
+
+
+# what eval.py writes in <out root>/eval besides a <model>.jsonl per model (and each file's .tmp)
+EVAL_FILES = ("results.json", "results.md", "results.json.old", "results.md.old")
 
 
 def keep_other_table(out_dir, results):
@@ -521,9 +540,9 @@ def keep_other_table(out_dir, results):
         print(f"{file}: the table of {', '.join(before)} is kept as results.json.old / results.md.old")
 
 
-LIMITS = {"max_new_tokens": ">= 1",
+LIMITS = {"max_new_tokens": ">= 1", "bootstrap": ">= 1",
           **dict.fromkeys(("batch_tokens", "stop_after_batches", "max_rows", "instruction_items",
-                           "instruction_start"), ">= 0"),
+                           "instruction_start", "seed"), ">= 0"),
           "device": "auto, cpu or cuda[:N] (with a visible GPU)"}
 CHOICES = {"split": ("test", "all"), "scoring": ("answer", "paper"), "task_prefix": ("on", "off", "auto"),
            "filter": ("paper", "strict"), "dtype": ("auto", "float32", "bfloat16"), "template": ("auto", *data.TEMPLATES)}
@@ -549,8 +568,11 @@ def go_on(at):
 def main(argv=None):
     at, sigterm = {}, signal.signal(signal.SIGTERM, interrupted)
     try:
-        return run(parse_config(argv), at)
-    except (CheckpointError, lora.AdapterError, data.DataError) as e:
+        cfg = parse_config(argv)
+        check_out_dir("--out-root", cfg.out_root, os.path.join(cfg.out_root, "eval"), writer="eval.py",
+                      ours=lambda n: n.endswith((".jsonl", ".tmp", ".old")) or n in EVAL_FILES)  # before any work
+        return run(cfg, at)
+    except (CheckpointError, lora.AdapterError, data.DataError, OutError) as e:
         sys.exit(f"error: {e}")
     except Stopped as e:
         print(e)

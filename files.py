@@ -4,10 +4,12 @@
     append_text(metrics, row)       # whole lines; a failed append is cut back
     lines, torn = complete_lines(metrics)
     base_identity(model_dir)        # {file: digest} of a base's config, weights and tokenizer
+    check_out_dir("--out", out, ours=...)  # before any work: a file, unwritable, or someone else's: one line
 """
 import hashlib
 import json
 import os
+import tempfile
 
 from safetensors import SafetensorError
 
@@ -109,3 +111,42 @@ def read_json(file, error=ValueError, what="valid JSON"):
             return json.load(f)
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
         raise error(f"{file}: not valid JSON ({e}); expected {what}") from None
+
+
+class OutError(ValueError):
+    """An output directory a script must not or cannot write; the message names the flag, the path and the fix."""
+
+
+PROBE = ".write-probe-"  # check_out_dir's own short-lived directory: never counted as something not ours
+
+
+def check_out_dir(flag, value, path=None, ours=lambda name: False, marker=(), writer="this script"):
+    """Before any work starts: refuse (OutError, one line naming `flag` and the fix) an output directory `path`
+    (default `value`, what `flag` was given) that exists but is not a directory, lies under a file, cannot be
+    written (tried by making a directory there, so a read-only filesystem is caught for root too) or holds
+    something `writer` did not write. A directory is ours when it is empty or new, holds one of the `marker`
+    files (a run record the writer writes first), or holds only entries `ours(name)` accepts."""
+    path = value if path is None else path
+    where = f"{flag} {value}: " + ("" if path == value else f"{path} ")
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise OutError(f"{where}exists and is not a directory; remove it, or pass another {flag}")
+    parent = path
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent) or "."
+    if not os.path.isdir(parent):
+        raise OutError(f"{where}cannot be made: {parent} is a file, not a directory; pass another {flag}")
+    if parent == path:
+        try:
+            names = [n for n in os.listdir(path) if not n.startswith(PROBE)]
+        except OSError as e:
+            raise OutError(f"{where}cannot be read ({e.strerror}); make it readable, or pass another {flag}") from None
+        foreign = [] if any(m in names for m in marker) else sorted(n for n in names if not ours(n))
+        if foreign:
+            raise OutError(f"{where}holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, which "
+                           f"{writer} did not write; pass a new or empty {flag}, or move {'them' if len(foreign) > 1 else 'it'} "
+                           "away")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=PROBE, dir=parent))
+    except OSError as e:
+        raise OutError(f"{where}cannot be written ({parent}: {e.strerror}); make {parent} writable, or pass another "
+                       f"{flag}") from None

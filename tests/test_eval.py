@@ -68,7 +68,7 @@ def test_end_to_end_table_rows_match_models_and_jsonl_verdicts_match_numbers(mic
     train.main(["--stage", "2", "--init", str(out / "stage1"), "--hotpot", w["hotpot"], "--out", str(out / "stage2"), *common])
     results = ev.main(["--asqa", w["asqa"], "--hotpot", w["hotpot"], "--out-root", str(out), "--max-rows", "6",
                        "--instruction-items", "4", "--instruction-start", "30", "--max-new-tokens", "24"])
-    assert list(results) == ["base", "stage1", "stage2"]
+    assert list(results) == ["base", "base_prefix", "stage1", "stage2"]  # base_prefix: the prompt-only baseline
     md = (out / "eval" / "results.md").read_text()
     assert "| base |" in md and "| stage 1 only |" in md and "| Llama-2-7B-chat (base) | 79.3 |" in md and "| US-Tuning (stage 1 -> stage 2) |" in md
     saved = json.load(open(out / "eval" / "results.json"))["results"]
