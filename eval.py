@@ -40,8 +40,9 @@ import lora
 import plan
 import scorecard
 import tinyworld
+from scorecard import f1
 from cli import check_limits, config_parser, interrupted
-from files import OutError, WriteError, append_text, check_out_dir, complete_lines, file_digest, write_text
+from files import OutError, WriteError, append_text, check_out_dir, file_digest, read_jsonl, write_text
 from device import resolve_device
 from generate import generate, token_batches
 from model import CheckpointError, Llama, ModelArgs, read_config
@@ -135,10 +136,6 @@ def checking_well_formed(output: str, sentences) -> bool:
 def cognition_verdict(output: str) -> str:
     t = output.lower()
     return "Insufficient" if "insufficient" in t else "Sufficient" if "sufficient" in t else "neither"
-
-
-def f1(a, b):
-    return 2 * a * b / (a + b) if a + b else 0.0
 
 
 def score_benchmark(records):
@@ -269,19 +266,6 @@ def record(name, prompt, key, output, hit_limit):
 
 def jsonl(records):
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-
-
-def read_jsonl(path):
-    """(the records of a <model>.jsonl, how many of its lines are unreadable). Appends end each line with \n
-    (json escapes it inside strings): a last line without it was cut off by an interrupted write."""
-    lines, torn = complete_lines(path)
-    records, broken = [], int(torn)
-    for line in lines:
-        try:
-            records.append(json.loads(line.decode("utf-8")))
-        except (ValueError, TypeError):
-            broken += 1
-    return records, broken
 
 
 def read_done(path, keys):

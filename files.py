@@ -3,6 +3,7 @@
     write_text(path, text)          # written to path.tmp, then renamed over path
     append_text(metrics, row)       # whole lines; a failed append is cut back
     lines, torn = complete_lines(metrics)
+    records, broken = read_jsonl(file)  # a JSON-lines file's records, and its unreadable lines
     base_identity(model_dir)        # {file: digest} of a base's config, weights and tokenizer
     check_out_dir("--out", out, ours=...)  # before any work: a file, unwritable, or someone else's: one line
 """
@@ -102,6 +103,19 @@ def complete_lines(file):
     with open(file, "rb") as f:
         *lines, last = f.read().split(b"\n")
     return lines, bool(last)
+
+
+def read_jsonl(path):
+    """(the records of a JSON-lines file such as eval.py's <model>.jsonl, how many of its lines are unreadable). Appends end each line with \n
+    (json escapes it inside strings): a last line without it was cut off by an interrupted write."""
+    lines, torn = complete_lines(path)
+    records, broken = [], int(torn)
+    for line in lines:
+        try:
+            records.append(json.loads(line.decode("utf-8")))
+        except (ValueError, TypeError):
+            broken += 1
+    return records, broken
 
 
 def read_json(file, error=ValueError, what="valid JSON"):

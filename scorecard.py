@@ -23,8 +23,11 @@ per-draw differences.
 """
 import argparse
 import json
+import os
 
 import numpy as np
+
+from files import read_jsonl
 
 FIELDS = ("known", "known_ok", "known_refused", "unknown", "unknown_refused")  # counts kept per ASQA record
 
@@ -106,15 +109,21 @@ def differences(bench, n=1000, seed=0, base="base"):
 
 
 def read(path):
-    """The records of a finished <model>.jsonl (eval.py rewrites it whole at the end of a model)."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The records of a finished <model>.jsonl (eval.py rewrites it whole at the end of a model): one that is
+    missing or holds an unreadable line is refused, since a scorecard of part of it would pass for the whole."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file")
+    records, broken = read_jsonl(path)
+    if broken:
+        raise ValueError(f"{path}: {broken} unreadable line(s); rerun eval.py to finish it")
+    return records
 
 
 def recompute(path, n=1000, seed=0, base_path=None):
     """results.json's scorecard of a model from its <model>.jsonl alone (and its difference from the base's)."""
-    card = scorecard(read(path), n, seed)
-    return card if base_path is None else dict(card, **f1_difference(read(path), read(base_path), n, seed))
+    records = read(path)
+    card = scorecard(records, n, seed)
+    return card if base_path is None else dict(card, **f1_difference(records, read(base_path), n, seed))
 
 
 def table(results, labels, diffs):

@@ -527,7 +527,7 @@ def train(cfg: TrainConfig):
 
     # stage 0's second phase (--polish-steps) on the corpus's "phase": 2 records, after the main one: (name,
     # training samples, steps, peak lr, seed offset of its data order; 1000, the shipped base's data order)
-    extra = {}
+    polish = None
     if cfg.polish_steps:
         phase_records = [r for r in records if r.get("phase") == 2]
         if not phase_records:
@@ -537,7 +537,7 @@ def train(cfg: TrainConfig):
         if not phase_samples:
             raise data.DataError(f"every polish-phase record of {cfg.base_corpus} is longer than --cutoff-len "
                                  f"{cfg.cutoff_len}")
-        extra[2] = ("polish", phase_samples, cfg.polish_steps, cfg.polish_lr, 1000)
+        polish = ("polish", phase_samples, cfg.polish_steps, cfg.polish_lr, 1000)
     records = [r for r in records if r.get("phase", 1) == 1]
     samples, dropped = data.tokenize_records(tok, records, cfg.cutoff_len, template, cfg.truncation)
     if not samples:
@@ -547,7 +547,7 @@ def train(cfg: TrainConfig):
     val, trn = [samples[i] for i in order[:n_val]], [samples[i] for i in order[n_val:]]
     per_step = cfg.micro_batch * cfg.grad_accum
     main_phase = ("main", trn, cfg.max_steps or math.ceil(len(trn) / per_step) * cfg.epochs, cfg.lr, 0)
-    phases = [p for p in (main_phase, extra.get(2)) if p]
+    phases = [main_phase] + [polish] * bool(polish)
     bounds = [sum(p[2] for p in phases[:i + 1]) for i in range(len(phases))]  # the last step of each phase
     total = bounds[-1]
 
