@@ -21,32 +21,40 @@ class FlagParser(argparse.ArgumentParser):
         sys.exit(f"error: {message} (see --help)")
 
 
-def config_parser(cls, description, limits=None, choices=None, notes=None, track_given=False):
-    """A FlagParser with one flag per field of the dataclass `cls` (`lr: float = 4e-5` -> --lr 4e-5). A flag's
-    help is its field's comment (or the comment of the section above it), its default and its limits.
-    track_given=True leaves unset flags None, so a script can tell the user's values from a preset's."""
-    comments, section = {}, ""
+def config_parser(cls, description, limits=None, choices=None, notes=None, track_given=False, defaults=None):
+    """A FlagParser with one flag per field of the dataclass `cls` (`lr: float = 4e-5` -> --lr 4e-5). A comment
+    line in the dataclass opens a group of flags in --help; a flag's help is its field's comment (or its
+    group's title), its default and its limits. `defaults` (field -> text) replaces "default X" where the real
+    default is not the field's (a preset's). track_given=True leaves unset flags None, so a script can tell the
+    user's values from a preset's."""
+    comments, sections, section = {}, {}, ""
     for line in inspect.getsource(cls).splitlines()[1:]:
         m = re.match(r"\s+(\w+): [^#]*(?:#\s*(.*))?$", line)
         if m:
-            comments[m[1]] = m[2] or section
+            comments[m[1]], sections[m[1]] = m[2] or section, section
         elif line.strip().startswith("#"):
             section = line.strip("# \n")
-    limits, choices, notes = limits or {}, choices or {}, notes or {}
+    limits, choices, notes, defaults = limits or {}, choices or {}, notes or {}, defaults or {}
     ap = FlagParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    groups = {}
     for f in dataclasses.fields(cls):
+        group = groups.get(sections.get(f.name, ""))
+        if group is None:
+            title = sections.get(f.name, "")
+            group = groups[title] = ap.add_argument_group(title) if title else ap
         flag, text = "--" + f.name.replace("_", "-"), comments.get(f.name, "")
         if f.type in (bool, "bool"):
-            ap.add_argument(flag, action="store_true", default=None if track_given else False,
-                            help=f"{text} (off by default)".lstrip())
+            group.add_argument(flag, action="store_true", default=None if track_given else False,
+                               help=f"{text} (off by default)".lstrip())
             continue
-        about = [f"default {f.default!r}"] if f.default != "" else [] if "default" in text else ["default none"]
+        about = [defaults[f.name]] if f.name in defaults else [f"default {f.default!r}"] if f.default != "" else \
+            [] if "default" in text else ["default none"]
         about += [f"one of {', '.join(map(str, choices[f.name]))}"] if f.name in choices else \
             [f"must be {limits[f.name]}"] if f.name in limits else []
         about += [notes[f.name]] if f.name in notes else []
-        ap.add_argument(flag, type=type(f.default), default=None if track_given else f.default,
-                        choices=choices.get(f.name), metavar=f.name.upper(),
-                        help=f"{text} ({'; '.join(about)})".replace(" ()", "").lstrip())
+        group.add_argument(flag, type=type(f.default), default=None if track_given else f.default,
+                           choices=choices.get(f.name), metavar=f.name.upper(),
+                           help=f"{text} ({'; '.join(about)})".replace(" ()", "").lstrip())
     return ap
 
 

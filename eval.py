@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 import data
 import lora
+import runs
 import plan
 import scorecard
 import tinyworld
@@ -61,6 +62,7 @@ class EvalConfig:
     task_prefix: str = "auto"  # on | off | auto (TASK_ASSIGNMENT_PREFIX for fine-tuned models only)
     paper_quirk: bool = False  # serve a stage-2 adapter on the plain base, as the authors' Llama-2 code did
     max_new_tokens: int = 200  # greedy decoding stops here or at EOS (the authors' chatgpt.py: max_tokens=200, temperature 0)
+    instruction_max_new_tokens: int = 384  # the same for instruction adherence (ours, not the paper's): room for a whole revision (answer, review, ANSWER:, answer, review)
     batch_tokens: int = 0  # KV-cache tokens per batch: prompts x (longest prompt + max new tokens); 0 = derived from the memory plan on CUDA, else 16384
     stop_after_batches: int = 0  # stop, as if interrupted, after this many batches (to try resuming; 0: never)
     max_rows: int = 0  # 0: every row of the split
@@ -233,16 +235,24 @@ def model_files(dirs):
     return out
 
 
-def prompt_keys(settings, prompts):
+def new_tokens(cfg, prompt):
+    """The generation limit of one prompt: --instruction-max-new-tokens for instruction adherence (a metric of
+    ours), --max-new-tokens (the authors' 200) for the benchmark and the stage-1 view."""
+    return cfg.instruction_max_new_tokens if prompt[0] == "instruction" else cfg.max_new_tokens
+
+
+def prompt_keys(settings, prompts, limits):
     """One key per prompt, a hash of everything its output depends on: the model's files, the decoding
-    settings, the prompt's id and token ids. A rerun reuses a stored output only under the same key."""
+    settings, its generation limit, the prompt's id and token ids. A rerun reuses a stored output only under
+    the same key."""
     ids = [prompt_id(*p[:3]) for p in prompts]
     if len(set(ids)) < len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise data.DataError(f"two prompts are both {dup!r}: the benchmark or HotpotQA file repeats an id; "
                              "give every record its own id")
     head = json.dumps(settings, sort_keys=True)
-    return [hashlib.sha256(f"{head}\n{i}\n{p[3]}".encode()).hexdigest()[:16] for i, p in zip(ids, prompts)]
+    return [hashlib.sha256(f"{head}\n{n}\n{i}\n{p[3]}".encode()).hexdigest()[:16]
+            for i, p, n in zip(ids, prompts, limits)]
 
 
 def record(name, prompt, key, output, hit_limit):
@@ -305,9 +315,14 @@ def answer_all(cfg, name, prompts, keys, path, load_model, tok, eos_id, budget, 
     """Every prompt's record, in prompt order. Prompts run in batches of at most `budget` KV-cache tokens,
     similar lengths together; each batch's records are appended to `path` (flushed, synced) as it ends, so an
     interruption loses one batch at most and a rerun with the same keys skips what is done. The model is
-    loaded (load_model()) only if some prompt is left."""
+    loaded (load_model()) only if some prompt is left. A batch holds prompts of one generation limit
+    (new_tokens)."""
     done = read_done(path, keys)
-    batches = token_batches([len(p[3]) for p in prompts], cfg.max_new_tokens, budget)
+    limits = [new_tokens(cfg, p) for p in prompts]
+    batches = []
+    for n in sorted(set(limits)):
+        group = [i for i in range(len(prompts)) if limits[i] == n]
+        batches += [[group[j] for j in b] for b in token_batches([len(prompts[i][3]) for i in group], n, budget)]
     todo = [b for b in batches if any(keys[i] not in done for i in b)]
     if not todo:
         print(f"{path}: all {len(prompts)} prompts already answered; not recomputed")
@@ -318,9 +333,10 @@ def answer_all(cfg, name, prompts, keys, path, load_model, tok, eos_id, budget, 
         with tqdm(todo, desc="generate") as bar:  # closed (its line ended) on an interruption too
             for batch in bar:
                 # a batch cut off halfway runs whole again: the same batch gives the same tokens
-                outs = generate(model, [prompts[i][3] for i in batch], cfg.max_new_tokens, eos_id,
-                                batch_size=len(batch), autocast=autocast)
-                new = {keys[i]: record(name, prompts[i], keys[i], tok.decode(out), len(out) >= cfg.max_new_tokens)
+                n = limits[batch[0]]
+                outs = generate(model, [prompts[i][3] for i in batch], n, eos_id, batch_size=len(batch),
+                                autocast=autocast)
+                new = {keys[i]: record(name, prompts[i], keys[i], tok.decode(out), len(out) >= n)
                        for i, out in zip(batch, outs) if keys[i] not in done}
                 append_text(path, jsonl(new.values()), sync=True)  # whole lines or none (a full disk: WriteError)
                 done.update(new)
@@ -341,7 +357,7 @@ def summarize(records, prefix):
     metrics["instruction_pass"] = 100.0 * sum(r["passed"] for r in inst) / len(inst) if inst else None
     metrics["checking_well_formed"] = 100.0 * sum(r["checking_well_formed"] for r in inst) / len(inst) if inst else None
     metrics["instruction_items"] = len(inst)
-    metrics["instruction_cut"] = sum(r["hit_token_limit"] for r in inst)  # outputs that reached --max-new-tokens
+    metrics["instruction_cut"] = sum(r["hit_token_limit"] for r in inst)  # reached --instruction-max-new-tokens
     by_kind = {}  # requirement sentence -> [items, passed, well-formed, cut], in the pool's order
     for r in sorted(inst, key=lambda r: REQUIREMENT_ORDER[r["kind"]]):
         counts = by_kind.setdefault(r["kind"], [0, 0, 0, 0])
@@ -358,19 +374,19 @@ def find_models(cfg):
         if not os.path.isfile(os.path.join(cfg.adapter, "lineage.json")):
             raise CheckpointError(f"{cfg.adapter}: no lineage.json, so its base is unknown; pass --model BASE "
                                   "(a PEFT adapter) or a directory train.py wrote")
-        lora.check_base(cfg.adapter, lora.read_lineage(cfg.adapter))
+        runs.check_base(cfg.adapter, runs.read_lineage(cfg.adapter))
     if cfg.model or cfg.adapter:
         name = os.path.basename(os.path.normpath(cfg.adapter)) if cfg.adapter else "base"
         return [(name, name, cfg.adapter or cfg.model, None)]
     found = [(n, label, os.path.join(cfg.out_root, n), paper) for n, label, _, paper in RUNS[2:]
              if os.path.isdir(os.path.join(cfg.out_root, n))]
-    lineages = {path: lora.read_lineage(path) for _, _, path, _ in found}
+    lineages = {path: runs.read_lineage(path) for _, _, path, _ in found}
     bases = sorted({lin["base"] for lin in lineages.values()}) or [tinyworld.BASE]
     if len(bases) > 1:
         raise CheckpointError(f"{cfg.out_root}: its runs were trained on different bases ({', '.join(bases)}); "
                               "evaluate each with --model BASE --adapter RUN")
     for path, lin in lineages.items():  # before any model runs: each on its base as it was trained
-        lora.check_base(path, lin)
+        runs.check_base(path, lin)
     if os.path.isdir(bases[0]):  # the base row: the model the runs were trained on; then prompt only (base_prefix)
         found[:0] = [("base", RUNS[0][1], bases[0], RUNS[0][3])] + [("base_prefix", RUNS[1][1], bases[0], None)] * (
             cfg.task_prefix == "auto")
@@ -386,7 +402,7 @@ def lineage(cfg, path):
         return cfg.model, True, [cfg.model, cfg.adapter]  # a foreign PEFT adapter
     if cfg.model and not cfg.adapter:
         return cfg.model, False, [cfg.model]
-    lin = lora.require_base(cfg.adapter, cfg.model, "--adapter") if cfg.model else lora.read_lineage(path)
+    lin = runs.require_base(cfg.adapter, cfg.model, "--adapter") if cfg.model else runs.read_lineage(path)
     merged = [] if cfg.paper_quirk else lin["merged"]
     return lin["base"], lin["adapter"], [lin["base"], *merged] + [path] * lin["adapter"]
 
@@ -420,13 +436,14 @@ def table(results, labels, cfg):
     cut = [f"{labels[name]} {m['instruction_cut']} of {m['instruction_items']}" for name, m in results.items()
            if m.get("instruction_cut")]
     if cut:  # a revision (answer, review, ANSWER:, answer, review) can outgrow the limit: its second block is cut
-        lines += ["", f"Instruction outputs that reached --max-new-tokens {cfg.max_new_tokens} (their last CHECKING "
+        lines += ["", f"Instruction outputs that reached --instruction-max-new-tokens {cfg.instruction_max_new_tokens} "
+                  "(their last CHECKING "
                   f"block may be cut, and a cut block is not well-formed): {', '.join(cut)}."]
     kinds = [k for k in REQUIREMENT_ORDER if any(k in m.get("instruction_by_requirement", {}) for m in results.values())]
     if kinds:  # which requirements a model fails: the pass rate's make-up
         named = [name for name, m in results.items() if m.get("instruction_items")]
         lines += ["", "Held-out instruction items by requirement: passed / CHECKING well-formed / items, and in "
-                  "brackets those that reached --max-new-tokens:", "",
+                  "brackets those that reached --instruction-max-new-tokens:", "",
                   "| requirement | " + " | ".join(labels[n] for n in named) + " |", "|---|" + "---|" * len(named)]
         for k in kinds:
             cells = []
@@ -475,20 +492,23 @@ def run(cfg: EvalConfig, at=None):
         tok.check_vocab(args.vocab_size)
         prefix = (tuned or name == "base_prefix") if cfg.task_prefix == "auto" else cfg.task_prefix == "on"
         print(f"== {label} ({path}), {template.name} chat template, task prefix {'on' if prefix else 'off'}")
-        room = args.max_position_embeddings - cfg.max_new_tokens  # the longest prompt the model can continue
+        most = max(cfg.max_new_tokens, cfg.instruction_max_new_tokens if items else 0)
+        room = args.max_position_embeddings - most  # the longest prompt the model can continue
         if room < 1:
             raise CheckpointError(f"{base}/config.json: {args.max_position_embeddings} positions leave no room for "
-                                  f"a prompt before --max-new-tokens {cfg.max_new_tokens}; lower --max-new-tokens")
+                                  f"a prompt before {most} new tokens; lower --max-new-tokens or "
+                                  "--instruction-max-new-tokens")
         prompts = model_prompts(tok, rows, items, prefix, template, room)
         cut = sum(p[5] is not None for p in prompts)
         if cut:
             print(f"{cut} of {len(prompts)} prompts cut to {room} tokens (the model's {args.max_position_embeddings} "
-                  f"positions less --max-new-tokens {cfg.max_new_tokens}): their contexts lose their ends (as "
+                  f"positions less {most} new tokens): their contexts lose their ends (as "
                   "--truncation paper cuts in training); their records say cut_from / cut_to, results cut_prompts")
         eos_id = template.stop_id(tok)
-        settings = dict(files=model_files(dirs), max_new_tokens=cfg.max_new_tokens, eos_id=eos_id,
-                        device=device.type, dtype=str(dtype), autocast=autocast)
-        keys, file = prompt_keys(settings, prompts), os.path.join(out_dir, f"{name}.jsonl")
+        settings = dict(files=model_files(dirs), eos_id=eos_id, device=device.type, dtype=str(dtype),
+                        autocast=autocast)
+        keys = prompt_keys(settings, prompts, [new_tokens(cfg, p) for p in prompts])
+        file = os.path.join(out_dir, f"{name}.jsonl")
         at.update(label=label, jsonl=file, keys=set(keys))
         records = answer_all(cfg, name, prompts, keys, file, lambda: load(cfg, path, device, dtype), tok, eos_id,
                              batch_budget(cfg, args, device, dtype), autocast, after_batch)
@@ -524,7 +544,7 @@ def keep_other_table(out_dir, results):
         print(f"{file}: the table of {', '.join(before)} is kept as results.json.old / results.md.old")
 
 
-LIMITS = {"max_new_tokens": ">= 1", "bootstrap": ">= 1",
+LIMITS = {"max_new_tokens": ">= 1", "instruction_max_new_tokens": ">= 1", "bootstrap": ">= 1",
           **dict.fromkeys(("batch_tokens", "stop_after_batches", "max_rows", "instruction_items",
                            "instruction_start", "seed"), ">= 0"),
           "device": "auto, cpu or cuda[:N] (with a visible GPU)"}
@@ -556,7 +576,7 @@ def main(argv=None):
         check_out_dir("--out-root", cfg.out_root, os.path.join(cfg.out_root, "eval"), writer="eval.py",
                       ours=lambda n: n.endswith((".jsonl", ".tmp", ".old")) or n in EVAL_FILES)  # before any work
         return run(cfg, at)
-    except (CheckpointError, lora.AdapterError, data.DataError, OutError) as e:
+    except (CheckpointError, lora.AdapterError, runs.RunError, data.DataError, OutError) as e:
         sys.exit(f"error: {e}")
     except Stopped as e:
         print(e)

@@ -31,8 +31,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from files import base_changes, base_identity, file_digest, read_json, write_file, write_text
+from files import read_json, write_file, write_text
 from model import open_safetensors
+from runs import read_lineage
 
 # lm_head is a target PEFT knows too; the tiny world needs it (see train.py's tiny preset), Llama-2 does not.
 SUPPORTED_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
@@ -253,75 +254,6 @@ def load_adapter(model, path):
 def num_trainable(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-
-
-# ---- lineage: which base and which merged adapters a trained directory stands on ----
-
-def write_lineage(path, base, merged=(), merge=False, identity=None):
-    """lineage.json beside an adapter: its base checkpoint and the earlier adapters it was trained on top of (in
-    order; the key keeps its first name, "merged"), how they were stacked: "merge": false for frozen fp32
-    branches (train.py's default), true for merged into the weights in their dtype (--merge-stage1), and the
-    base's files as they were ("base_identity": files.base_identity, given or read now) and the earlier
-    adapters' ("merged_digests": each one's adapter_model.safetensors). Paths are stored relative to `path`
-    so a whole out/ tree can be moved."""
-    rel = lambda p: os.path.relpath(os.path.abspath(p), os.path.abspath(path))
-    lin = {"base": rel(base), "merged": [rel(m) for m in merged], "merge": bool(merge),
-           "base_identity": identity or base_identity(base),
-           "merged_digests": [file_digest(os.path.join(m, "adapter_model.safetensors")) for m in merged]}
-    write_text(os.path.join(path, "lineage.json"), json.dumps(lin, indent=2))
-
-
-def read_lineage(path):
-    """{"base", "merged", "merge", "adapter", "base_identity"} with absolute paths; a directory without
-    lineage.json is a plain base. A lineage.json without "merge" predates the frozen branch: its earlier
-    adapters were merged; one without "base_identity" predates that record: its base is known by path only."""
-    file = os.path.join(path, "lineage.json")
-    if not os.path.isfile(file):
-        return {"base": path, "merged": [], "merge": False, "adapter": False, "base_identity": None,
-                "merged_digests": None}
-    lin = read_json(file, AdapterError, '{"base": DIR, "merged": [DIR, ...]} as train.py writes it')
-    if not (isinstance(lin, dict) and isinstance(lin.get("base"), str) and isinstance(lin.get("merged"), list)
-            and all(isinstance(m, str) for m in lin["merged"]) and isinstance(lin.get("merge", True), bool)
-            and isinstance(lin.get("base_identity", {}), dict)
-            and isinstance(lin.get("merged_digests", lin["merged"]), list)):
-        raise AdapterError(f'{file}: expected {{"base": DIR, "merged": [DIR, ...], "merge": true|false, '
-                           '"base_identity": {FILE: DIGEST}}; rerun the training that wrote it')
-    resolve = lambda p: os.path.normpath(os.path.join(path, p))
-    return {"base": resolve(lin["base"]), "merged": [resolve(m) for m in lin["merged"]],
-            "merge": lin.get("merge", True), "adapter": True, "base_identity": lin.get("base_identity"),
-            "merged_digests": lin.get("merged_digests")}
-
-
-def check_base(path, lin):
-    """Refuse the trained directory `path` (its read_lineage `lin`) when its base's files, or an earlier adapter
-    it was trained on top of (stage 1 under stage 2), are no longer those it was trained on (a base rebuilt or
-    re-downloaded, a stage 1 retrained, under the same path): another model than asked."""
-    changed = base_changes(lin["base"], lin["base_identity"])
-    if changed:
-        raise AdapterError(f"{lin['base']}: {', '.join(changed)} changed since {path} was trained on it "
-                           f"({os.path.join(path, 'lineage.json')} records their digests); restore the base it was "
-                           f"trained on, or retrain {path} on this one (--overwrite)")
-    for m, digest in zip(lin["merged"], lin["merged_digests"] or []):  # none recorded: a run from before the record
-        file = os.path.join(m, "adapter_model.safetensors")
-        if os.path.isfile(file) and file_digest(file) != digest:
-            record = os.path.join(path, "lineage.json")
-            raise AdapterError(f"{file}: changed since {path} was trained on top of it ({record} records its "
-                               f"digest); restore that adapter, or retrain {path} on this one (--overwrite)")
-    return lin
-
-
-def require_base(path, base, flag):
-    """The lineage of the trained directory `path`, after checking that it stands on `base` (the user's --model)
-    as it is now: a recorded base that silently beat the user's choice, or a base changed since, would train or
-    evaluate another model than asked."""
-    lin = read_lineage(path)
-    if not lin["adapter"]:
-        raise AdapterError(f"{path}: no lineage.json, so not a directory train.py wrote; point {flag} at a "
-                           "trained run (e.g. out/stage1)")
-    if os.path.realpath(lin["base"]) != os.path.realpath(base):
-        raise AdapterError(f"{os.path.join(path, 'lineage.json')}: {path} was trained on {lin['base']}, not on "
-                           f"--model {base}; pass --model {lin['base']}")
-    return check_base(path, lin)
 
 
 def stack_adapters(model, adapters, merge=False):

@@ -13,11 +13,9 @@ Without --model everything runs on the tiny world (data/tiny, generated if missi
 preset; with --model the `paper` preset holds the authors' LLaMA-Factory values (SPEC.md section 5).
 """
 import dataclasses
-import io
 import json
 import math
 import os
-import pickle
 import shutil
 import signal
 import sys
@@ -26,23 +24,23 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 import data
 import lora
 import plan
+import runs
+import stage0
 import tinyworld
 from cli import check_limits, config_parser, interrupted
-from files import (OutError, WriteError, append_text, base_changes, base_identity, check_out_dir, complete_lines,
-                   read_json, write_file, write_text)
+from files import OutError, WriteError, append_text, base_identity, read_json, write_text
 from device import resolve_device
 from model import CheckpointError, Llama, ModelArgs
 
 
 @dataclass
 class TrainConfig:
+    # what to train: the stage, the base, the data, where it goes
     stage: int = 1  # 1: uncertainty recognition (cognition), 2: causal instructions, 0: the tiny base
     model: str = ""  # base checkpoint (HF layout); default tiny/base, the tiny world's shipped base
     init: str = ""  # stage 2: a trained directory whose adapter (and those under it) the new LoRA is stacked on
@@ -50,8 +48,6 @@ class TrainConfig:
     data: str = ""  # cognition | instructions | qa | refusal (stage 1's baseline "refusal SFT": the benchmark's train rows in the eval prompt, known question -> its first gold answer, unknown -> 'Not Provided'); default by stage (1: cognition, 2: instructions)
     asqa: str = ""  # ASQA.json (stage 1); default data/tiny/ASQA.json
     hotpot: str = ""  # hotpot_train_v1.1.json (stage 2, qa); default data/tiny/...
-    base_corpus: str = ""  # stage 0 only; default data/tiny/base_corpus.jsonl
-    whole_words: str = ""  # stage 0 only: words the tokenizer keeps as one piece each; default data/tiny/world_words.txt
     stage2_targets: str = ""  # JSONL {"_id", "output"}: teacher outputs instead of generated targets
     out: str = ""  # default out/<run name>
     preset: str = ""  # paper | tiny | smol | micro; default paper with --model, tiny without
@@ -60,13 +56,10 @@ class TrainConfig:
     n_items: int = 300  # stage 2 / qa: the first 300 HotpotQA items
     revision_share: float = 0.25  # stage 2: share of targets that revise a first answer
     val_share: float = 0.1  # share of the samples held out for the validation loss
+    # the optimisation
     lr: float = 4e-5  # peak learning rate of the cosine schedule
     epochs: int = 1  # passes over the training samples
     max_steps: int = 0  # 0 = epochs decide
-    lora_r: int = 8  # LoRA rank
-    lora_alpha: int = 16  # LoRA scale alpha (the update is alpha/r * B @ A)
-    lora_dropout: float = 0.0  # dropout on the LoRA input
-    lora_targets: str = "q_proj,v_proj"  # comma-separated linear names that get a LoRA
     micro_batch: int = 4  # samples per forward/backward
     grad_accum: int = 4  # micro-batches per optimizer step (global batch = micro_batch * grad_accum)
     warmup_ratio: float = 0.1  # share of the steps with a linear warm-up
@@ -75,6 +68,12 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm
     cutoff_len: int = 1024  # max tokens per sample: the context is cut, never the answer
     truncation: str = "evidence"  # too long a context: evidence (drop distractor paragraphs first) | paper (cut the end, as the authors)
+    # the LoRA
+    lora_r: int = 8  # LoRA rank
+    lora_alpha: int = 16  # LoRA scale alpha (the update is alpha/r * B @ A)
+    lora_dropout: float = 0.0  # dropout on the LoRA input
+    lora_targets: str = "q_proj,v_proj"  # comma-separated linear names that get a LoRA
+    # device, precision, memory
     device: str = "auto"  # auto (CUDA if visible) | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | bfloat16; auto: bf16 autocast on CUDA and on CPUs with native bf16
     template: str = "auto"  # chat layout: auto (from the model's own chat template) | llama2 | chatml | llama3
@@ -82,16 +81,19 @@ class TrainConfig:
     plan: bool = False  # print the memory plan and exit without reading weights (--model may be a config.json)
     memory_gb: float = 0.0  # GiB to plan for; 0 = the CUDA device's free memory (on CPU: the available RAM)
     compile: bool = False  # torch.compile each block (two graphs a run: training and validation)
+    # the run: seed, checkpoints, resume
     seed: int = 0  # LoRA init, data order, validation split
     save_every: int = 50  # optimizer steps between resumable checkpoints (and at every epoch end)
     resume: bool = False  # continue from <out>/checkpoint (the same configuration only)
     overwrite: bool = False  # replace a finished run in <out> (refused otherwise)
     stop_after: int = 0  # stop (as if killed) after this many steps; for testing --resume
-    # stage 0 (tiny world base model from scratch)
-    vocab_size: int = 2048
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
+    # stage 0 only: rebuilding the tiny world's base from scratch
+    base_corpus: str = ""  # the base's corpus; default data/tiny/base_corpus.jsonl
+    whole_words: str = ""  # words the tokenizer keeps as one piece each; default data/tiny/world_words.txt
+    vocab_size: int = 2048  # the tokenizer's vocabulary
+    hidden_size: int = 128  # the model's width (MLP: 3x)
+    num_layers: int = 4  # transformer blocks
+    num_heads: int = 4  # attention heads
     tie_embeddings: bool = False  # one matrix for embed_tokens and lm_head (SmolLM2 does; Llama-2 does not)
     polish_steps: int = 0  # after the first phase, this many steps on the corpus's "phase": 2 records (fresh AdamW)
     polish_lr: float = 5e-4  # peak learning rate of the second phase's cosine schedule
@@ -120,15 +122,19 @@ PRESETS = {
                      tie_embeddings=True, save_every=100, adam_beta2=0.95),
              1: dict(lr=3e-3, epochs=6, lora_r=16, lora_targets=TINY_TARGETS),
              2: dict(lr=1e-2, epochs=6, lora_r=16, lora_targets=TINY_TARGETS)},
-    # `make smol`: SmolLM2-135M-Instruct (tools/get_smollm2.py) on the tiny world's files, sized for <= 90 min on
-    # 2 cores. Stage 1: the first 600 records (paper 1000), 5% held out; stage 2: 120 HotpotQA items (paper 300)
-    # for 3 epochs (paper 5): the CHECKING format is the same in every target, so epochs over fewer items teach
-    # it. Global batch 8 (paper 16): 72 and 42 optimizer steps. lr 2e-4 (paper 4e-5 / 5e-5 for 7B): a usual LoRA
-    # rate for a small model trained in few steps. Measured (README): stage 1 225 s, stage 2 536 s, eval of
-    # three models 230 s, 16.5 min in all; stage 1 ended at chance (val 0.239, one label for every prompt), as
-    # it did at lr 1e-3 (0.237): not tuned further here.
-    "smol": {1: dict(lr=2e-4, max_records=600, val_share=0.05, grad_accum=2),
-             2: dict(lr=2e-4, epochs=3, n_items=120, grad_accum=2)},
+    # `make smol`: SmolLM2-135M-Instruct (tools/get_smollm2.py) on the tiny world's files, one value per line,
+    # each with the measurement that chose it (runs in docs/tiny-world-log.md, "SmolLM2-135M-Instruct runs"):
+    # - max_records 600, val_share 0.05, grad_accum 2 (global batch 8): 216 stage-1 steps in 19 min on 2 cores.
+    # - lr 1e-3, r 16, alpha 32, all seven linears: at lr 2e-4, r 8 on q,v stage 1 ended at chance (val 0.239).
+    # - epochs 3: val 0.265 after epoch 1, 0.0002 after epoch 2; stage-1 accuracy 100.0 on the 364 test rows.
+    # - dtype float32: the same run under bf16 autocast stayed at chance (val 0.233 after 3 epochs), though its
+    #   first gradient matches fp32's (cosine 1.000); on a 2-core CPU fp32 steps took as long (5.3 s vs 5.4 s).
+    # - stage 2: n_items 300 (the paper's), epochs 2, lr 5e-4: 120 items x 2 epochs at lr 1e-3 learned the
+    #   CHECKING form but applied no instruction (pass 10.0 on 30 items) and undid stage 1.
+    "smol": {1: dict(lr=1e-3, epochs=3, max_records=600, val_share=0.05, grad_accum=2, lora_r=16, lora_alpha=32,
+                     lora_targets=ALL_LINEAR, dtype="float32"),
+             2: dict(lr=5e-4, epochs=2, n_items=300, grad_accum=2, lora_r=16, lora_alpha=32,
+                     lora_targets=ALL_LINEAR, dtype="float32")},
     "micro": {0: dict(lr=1e-2, max_steps=60, micro_batch=8, grad_accum=1, vocab_size=1500, hidden_size=32,
                       num_layers=2, num_heads=2, val_share=0.1),
               1: dict(lr=1e-3, epochs=1, max_steps=4, micro_batch=2, grad_accum=2),
@@ -158,18 +164,26 @@ RESUMABLE = ("resume", "overwrite", "stop_after", "save_every", "device", "compi
              "memory_gb")
 
 
-def preset_notes():
-    """--help's note per field: the values the presets give it."""
-    notes = {}
-    for preset, stages in PRESETS.items():
-        for stage, values in stages.items():
-            for k, v in values.items():
-                notes[k] = notes.get(k, "presets:") + f" {preset} stage {stage} {v},"
-    return {k: v.rstrip(",") for k, v in notes.items()}
+def preset_defaults():
+    """--help's real default of each field a preset sets: the value per preset and stage (a bare run uses tiny,
+    a run with --model paper), where the dataclass default is the paper's."""
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    keys = sorted({k for stages in PRESETS.values() for values in stages.values() for k in values})
+    out = {}
+    for k in keys:
+        parts = []
+        for preset, stages in PRESETS.items():
+            vals = [f"stage {stage} {values[k]!r}" for stage, values in stages.items() if k in values]
+            if preset == "paper":
+                vals = [repr(fields[k])] + vals
+            if vals:
+                parts.append(f"{preset} " + ", ".join(vals))
+        out[k] = "default by --preset: " + "; ".join(parts)
+    return out
 
 
 def parse_config(argv=None) -> TrainConfig:
-    ap = config_parser(TrainConfig, __doc__, LIMITS, CHOICES, preset_notes(), track_given=True)
+    ap = config_parser(TrainConfig, __doc__, LIMITS, CHOICES, track_given=True, defaults=preset_defaults())
     given = {k: v for k, v in vars(ap.parse_args(argv)).items() if v is not None}
     cfg = TrainConfig(**{k: v for k, v in given.items() if k == "stage"})
     preset = given.get("preset") or ("paper" if given.get("model") else "tiny")
@@ -214,7 +228,7 @@ def build_records(cfg):
     if not getattr(cfg, needed):
         raise data.DataError(f"--{needed.replace('_', '-')} is required for --data {cfg.data} with --model")
     if cfg.data == "base":
-        return data.base_records(cfg.base_corpus)
+        return stage0.base_records(cfg.base_corpus)
     if cfg.data == "cognition":
         return data.stage1_records(data.build_benchmark(cfg.asqa, cfg.filter), cfg.max_records)
     if cfg.data == "refusal":  # in the eval prompt eval.py gives a fine-tuned model: with the task prefix
@@ -223,53 +237,6 @@ def build_records(cfg):
         return data.qa_records(cfg.hotpot, cfg.n_items)
     return data.stage2_records(cfg.hotpot, cfg.n_items, seed=cfg.seed, revision_share=cfg.revision_share,
                                targets_file=cfg.stage2_targets or None)
-
-
-def train_tokenizer(cfg, records, out):
-    """Stage 0: a BPE sentencepiece model laid out like Llama-2's (unk 0, bos 1, eos 2, digits split,
-    byte fallback, whitespace kept) on the world's text and every prompt template of data.py. Each word of
-    --whole-words (the world's names and years) is one piece: a tiny model copies a one-token name with one
-    attention step, where a multi-token one needs induction heads it forms late (README, tiny world)."""
-    import sentencepiece as spm
-    words = data.whole_words(cfg.whole_words) if cfg.whole_words else []
-    templates = list(data.PROMPTS) + [s for s, _, _ in data.INSTRUCTIONS]
-    text = [r["prompt"] + " " + r["output"] for r in records] + templates * 50
-    model = io.BytesIO()  # written from memory: a model_prefix would put the output path into the file
-    try:
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(text), model_writer=model, vocab_size=cfg.vocab_size,
-            model_type="bpe", byte_fallback=True, split_digits=True, user_defined_symbols=words, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
-            normalization_rule_name="identity", remove_extra_whitespaces=False, max_sentence_length=16384,
-            num_threads=1, minloglevel=2)  # one thread: the same pieces on every rebuild
-    except RuntimeError as e:  # e.g. more --whole-words and characters than --vocab-size holds
-        raise data.DataError(f"--vocab-size {cfg.vocab_size}: sentencepiece cannot build this tokenizer "
-                             f"({str(e).strip().splitlines()[-1].split('] ')[-1]}); raise --vocab-size or give fewer "
-                             "--whole-words") from None
-    os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, "tokenizer.model")
-
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            f.write(model.getvalue())
-    write_file(path, write)
-    return data.Tokenizer(path)
-
-
-def base_args(cfg, vocab_size, bos_id=1, eos_id=2):
-    return ModelArgs(hidden_size=cfg.hidden_size, intermediate_size=cfg.hidden_size * 3, num_hidden_layers=cfg.num_layers,
-                     num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads, vocab_size=vocab_size,
-                     max_position_embeddings=2048, rms_norm_eps=1e-5, bos_token_id=bos_id, eos_token_id=eos_id,
-                     tie_word_embeddings=cfg.tie_embeddings)
-
-
-def new_base_model(cfg, tok):
-    args = base_args(cfg, tok.vocab_size, tok.bos_id, tok.eos_id)
-    torch.manual_seed(cfg.seed)
-    model = Llama(args)
-    for name, p in model.named_parameters():
-        if p.dim() == 2:  # HF's initializer_range 0.02; norms stay at 1
-            torch.nn.init.normal_(p, std=0.02)
-    return model
 
 
 def memory_plan(cfg, args, device, dtype, autocast, memory=None):
@@ -295,7 +262,7 @@ def print_plan(cfg):
     """--plan: the memory plan of this run from config.json alone (no weights, tokenizer or data read)."""
     device, dtype, autocast, why = resolve_device(cfg.device, cfg.dtype)
     if cfg.stage == 0:
-        args = base_args(cfg, cfg.vocab_size)
+        args = stage0.base_args(cfg, cfg.vocab_size)
     else:
         file = cfg.model if os.path.isfile(cfg.model) else os.path.join(cfg.model, "config.json")
         if not os.path.isfile(file):
@@ -316,102 +283,6 @@ def setup_distributed():
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
-
-
-CHECKPOINT_DIRS = ("checkpoint", "checkpoint.tmp", "checkpoint.old")
-
-
-def save_checkpoint(out, params, opt, sched, step):
-    """Write out/checkpoint atomically: a full new one under a temporary name, then two renames (a crash between
-    them leaves a complete checkpoint.tmp beside checkpoint.old, which recover_checkpoint finishes)."""
-    final, tmp, old = (os.path.join(out, n) for n in CHECKPOINT_DIRS)
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        os.makedirs(tmp)
-        save_file({k: p.detach().contiguous() for k, p in params.items()}, os.path.join(tmp, "trainable.safetensors"),
-                  metadata={"step": str(step)})
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-                    "rng": torch.get_rng_state()}, os.path.join(tmp, "state.pt"))
-    except (OSError, RuntimeError, SafetensorError) as e:  # a full disk: the previous checkpoint is still whole
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise TrainError(f"{tmp}: could not write the checkpoint of step {step} ({str(e).splitlines()[0]}); "
-                         "free disk space, then rerun with --resume") from None
-    if os.path.exists(final):
-        shutil.rmtree(old, ignore_errors=True)  # left by a crash just before the end of an earlier save
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def recover_checkpoint(out):
-    """After a crash between save_checkpoint's renames there is checkpoint.old but no checkpoint: the newer
-    checkpoint.tmp is complete (it was written before the first rename), else checkpoint.old is the latest."""
-    final, tmp, old = (os.path.join(out, n) for n in CHECKPOINT_DIRS)
-    if not os.path.isdir(final) and os.path.isdir(old):
-        try:
-            os.replace(tmp if os.path.isdir(tmp) else old, final)
-        except FileNotFoundError:  # another rank of the same --resume finished it first
-            pass
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def checkpoint_step(out):
-    """The step of out/checkpoint (from its tensors' metadata), or None when there is none."""
-    try:
-        with safe_open(os.path.join(out, "checkpoint", "trainable.safetensors"), framework="pt") as f:
-            return int(f.metadata()["step"])
-    except (OSError, SafetensorError, KeyError, TypeError, ValueError):
-        return None
-
-
-def load_checkpoint(out, params, opt, sched):
-    """The checkpoint's step, after loading its weights, RNG and (unless opt is None) optimizer and schedule
-    (recover_checkpoint first: train() does, before it reads the checkpoint's step)."""
-    path = os.path.join(out, "checkpoint")
-    if not os.path.isdir(path):
-        raise TrainError(f"{path}: no checkpoint to resume from; run without --resume (with --overwrite if {out} "
-                         "holds an earlier run)")
-    try:
-        with torch.no_grad():
-            for k, v in load_file(os.path.join(path, "trainable.safetensors")).items():
-                params[k].copy_(v)
-        # Rank 0 saved it from cuda:0: without map_location every rank would load it onto cuda:0. On the CPU,
-        # load_state_dict moves each optimizer state to its parameter's device (this rank's), and the RNG state
-        # must be a CPU tensor anyway.
-        state = torch.load(os.path.join(path, "state.pt"), map_location="cpu", weights_only=False)
-        if opt is not None:
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-    except (OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError, SafetensorError) as e:
-        why = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise TrainError(f"{path}: unreadable ({why}); the checkpoint is damaged: start over with --overwrite") from None
-    return state["step"]
-
-
-def check_resume(cfg):
-    """--resume continues the run recorded in out/train_config.json: refuse flags that change what it computes."""
-    file = os.path.join(cfg.out, "train_config.json")
-    if not os.path.isfile(file):
-        return
-    recorded, now = read_json(file, TrainError, "the train_config.json train.py writes"), dataclasses.asdict(cfg)
-    # a run from before these fields computed what their old behaviour computes: --init merged, contexts cut at the end
-    recorded.setdefault("merge_stage1", bool(recorded.get("init")))
-    recorded.setdefault("truncation", "paper" if recorded.get("data") in ("instructions", "qa") else cfg.truncation)
-    changed = [f"--{k.replace('_', '-')} {recorded[k]!r} -> {v!r}" for k, v in now.items()
-               if k not in RESUMABLE and k in recorded and recorded[k] != v]
-    if changed:
-        raise TrainError(f"{file}: --resume with a changed configuration ({', '.join(changed)}); resume with the "
-                         "recorded values, or start over with --overwrite or another --out")
-    changed = base_changes(cfg.model, recorded.get("base_identity")) if cfg.stage else []
-    if changed:
-        raise TrainError(f"{cfg.model}: {', '.join(changed)} changed since the run in {cfg.out} started on it ({file} "
-                         "records their digests); restore that base to --resume, or start over with --overwrite")
-
-
-def read_rows(metrics):
-    """metrics.jsonl's whole rows (lines, each with its \n); a last line torn by an interruption is left out."""
-    return [line.decode("utf-8") + "\n" for line in complete_lines(metrics)[0]]
 
 
 def cosine_with_warmup(opt, warmup, total):
@@ -470,47 +341,64 @@ def run_micro_batch(model, samples, pad_id, device, autocast, scale):
     return loss_sum.detach().float()
 
 
-def train(cfg: TrainConfig):
+@dataclass
+class Setup:
+    """Where this process trains: its rank of `world`, and the device policy (device.resolve_device)."""
+    rank: int
+    world: int
+    device: torch.device
+    dtype: torch.dtype
+    autocast: bool
+
+    @property
+    def main(self):
+        return self.rank == 0
+
+
+def setup(cfg) -> Setup:
+    """Step 1: the process group (torchrun), the device and precision; refuse a --resume that changed flags."""
     rank, world = setup_distributed()
-    main = rank == 0
     device, dtype, autocast, why = resolve_device(cfg.device, cfg.dtype)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
-    if main:
+    if rank == 0:
         print(json.dumps(dataclasses.asdict(cfg), indent=1))
         print(f"precision: {why}" + ("; stage 0 keeps fp32 master weights" if cfg.stage == 0 else ""))
     if cfg.resume:
-        check_resume(cfg)
-    records = build_records(cfg)
-    memory = memory_to_plan(cfg, device)  # before any weight is on the device: the plan counts the weights
+        runs.check_resume(cfg, RESUMABLE)
+    return Setup(rank, world, device, torch.float32 if cfg.stage == 0 else dtype, autocast)
+
+
+def build_model(cfg, s: Setup, records, memory):
+    """Step 3: (model, tokenizer, chat template, base dir, earlier adapters). Stages 1-2: the base, the --init
+    run's adapters under it (frozen fp32 branches, or merged with --merge-stage1), then a new trainable LoRA.
+    Stage 0: a new small Llama on a tokenizer trained on the corpus (stage0.py). Then gradient checkpointing
+    as the memory plan (plan.py) picks it for `memory` bytes."""
     base_dir, merged = cfg.model, []
-    if cfg.stage == 0:  # full-parameter training from scratch, fp32 master weights
+    if cfg.stage == 0:
         # the first phase's text only: the second phase's (--polish-steps) holds no word the first lacks
-        tok = train_tokenizer(cfg, [r for r in records if r["phase"] == 1], cfg.out) if main else None
-        if world > 1:
+        tok = stage0.train_tokenizer(cfg, [r for r in records if r["phase"] == 1], cfg.out) if s.main else None
+        if s.world > 1:
             dist.barrier()
             tok = data.Tokenizer(os.path.join(cfg.out, "tokenizer.model"))
-        model = new_base_model(cfg, tok).to(device)
-        # padded batches, not loss()'s packing: the same loss to rounding, but packing changes bf16's rounding,
-        # and the shipped base's first phase was trained padded (its metrics.jsonl: a rebuild repeats it bit for bit)
-        model.packed = False
-        dtype, template = torch.float32, data.TEMPLATES["llama2"]  # the tiny world's base speaks llama2
+        model = stage0.new_base_model(cfg, tok).to(s.device)
+        template = data.TEMPLATES["llama2"]  # the tiny world's base speaks llama2
     else:
         if not os.path.isdir(base_dir) and base_dir == tinyworld.BASE:
             raise TrainError(f"{base_dir}: missing; it ships with the repository (git checkout {base_dir}); "
                              "`python train.py --stage 0` rebuilds it")
-        load_base = lambda p: Llama.from_pretrained(p, device=device, dtype=dtype)
+        load_base = lambda p: Llama.from_pretrained(p, device=s.device, dtype=s.dtype)
         if cfg.init:  # the init run's adapters (stage 1) under the new LoRA: frozen fp32 branches or merged
-            lin = lora.require_base(cfg.init, cfg.model, "--init")
+            lin = runs.require_base(cfg.init, cfg.model, "--init")
             if lin["merged"] and lin["merge"] != cfg.merge_stage1:  # one stack, one way: as the init run trained
                 raise TrainError(f"{cfg.init}: trained on its earlier adapters "
                                  + ("merged into the weights; pass --merge-stage1" if lin["merge"] else
                                     "as frozen fp32 branches; drop --merge-stage1"))
             base_dir, merged = lin["base"], lin["merged"] + [cfg.init]
             model = lora.stack_adapters(load_base(base_dir), merged, merge=cfg.merge_stage1)
-            if main:
-                how = f"merged into the {dtype} weights (--merge-stage1)" if cfg.merge_stage1 else "frozen fp32 branches"
+            if s.main:
+                how = f"merged into the {s.dtype} weights (--merge-stage1)" if cfg.merge_stage1 else "frozen fp32 branches"
                 print(f"{', '.join(merged)}: {how}")
         else:
             model = load_base(base_dir)
@@ -519,25 +407,19 @@ def train(cfg: TrainConfig):
         torch.manual_seed(cfg.seed)
         lora.apply_lora(model, cfg.lora_targets.split(","), cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     model.gradient_checkpointing, line = plan.choose_checkpointing(
-        model.args, *memory_plan(cfg, model.args, device, dtype, autocast, memory), cfg.grad_checkpointing)
-    if main:
+        model.args, *memory_plan(cfg, model.args, s.device, s.dtype, s.autocast, memory), cfg.grad_checkpointing)
+    if s.main:
         print(f"grad checkpointing: {line}")
     if cfg.compile:
         model.compile_blocks()  # two graphs a run: with grad (training) and without (validation)
+    return model, tok, template, base_dir, merged
 
-    # stage 0's second phase (--polish-steps) on the corpus's "phase": 2 records, after the main one: (name,
-    # training samples, steps, peak lr, seed offset of its data order; 1000, the shipped base's data order)
-    polish = None
-    if cfg.polish_steps:
-        phase_records = [r for r in records if r.get("phase") == 2]
-        if not phase_records:
-            raise data.DataError(f'{cfg.base_corpus}: --polish-steps {cfg.polish_steps} needs records with "phase": 2; '
-                                 "none there (python tinyworld.py writes them), or pass --polish-steps 0")
-        phase_samples = data.tokenize_records(tok, phase_records, cfg.cutoff_len, template, cfg.truncation)[0]
-        if not phase_samples:
-            raise data.DataError(f"every polish-phase record of {cfg.base_corpus} is longer than --cutoff-len "
-                                 f"{cfg.cutoff_len}")
-        polish = ("polish", phase_samples, cfg.polish_steps, cfg.polish_lr, 1000)
+
+def build_samples(cfg, s: Setup, records, tok, template, model):
+    """Step 4: tokenise (cutting passages, never answers, to --cutoff-len), hold out --val-share, and lay out
+    the phases: (name, training samples, steps, peak lr, seed offset of the data order). Stages 1-2 have one;
+    stage 0 a second, polish phase (stage0.polish_phase). Returns (validation samples, phases)."""
+    polish = stage0.polish_phase(cfg, records, tok, template) if cfg.stage == 0 else None
     records = [r for r in records if r.get("phase", 1) == 1]
     samples, dropped = data.tokenize_records(tok, records, cfg.cutoff_len, template, cfg.truncation)
     if not samples:
@@ -546,70 +428,77 @@ def train(cfg: TrainConfig):
     n_val = math.ceil(cfg.val_share * len(samples)) if cfg.val_share > 0 else 0
     val, trn = [samples[i] for i in order[:n_val]], [samples[i] for i in order[n_val:]]
     per_step = cfg.micro_batch * cfg.grad_accum
-    main_phase = ("main", trn, cfg.max_steps or math.ceil(len(trn) / per_step) * cfg.epochs, cfg.lr, 0)
-    phases = [main_phase] + [polish] * bool(polish)
-    bounds = [sum(p[2] for p in phases[:i + 1]) for i in range(len(phases))]  # the last step of each phase
-    total = bounds[-1]
-
-    if main:
+    phases = [("main", trn, cfg.max_steps or math.ceil(len(trn) / per_step) * cfg.epochs, cfg.lr, 0)]
+    phases += [polish] * bool(polish)
+    if s.main:
+        total = sum(p[2] for p in phases)
         print(f"{len(records)} records ({template.name} chat template) -> {len(trn)} train / {len(val)} val samples, "
-              f"{dropped} dropped "
-              f"(longer than {cfg.cutoff_len} tokens even with the context cut); {total} steps of {per_step}"
+              f"{dropped} dropped (longer than {cfg.cutoff_len} tokens even with the context cut); {total} steps of "
+              f"{per_step}"
               + (" (" + ", then ".join(f"{name} {n} on {len(trn_)} samples at lr {lr}" for name, trn_, n, lr, _ in phases)
                  + ")" if len(phases) > 1 else "") + "; "
-              f"{lora.num_trainable(model):,} trainable of {model.num_params():,} parameters on {device}")
+              f"{lora.num_trainable(model):,} trainable of {model.num_params():,} parameters on {s.device}")
         report = data.truncation_report(tok, records, cfg.cutoff_len, template, name=cfg.data)
         if report:  # both rules, whichever this run uses (--truncation)
             print(report)
+    return val, phases
 
+
+def train_loop(cfg, s: Setup, model, pad_id, val, phases, identity):
+    """Step 5: AdamW with a warm-up and cosine decay per phase, gradient accumulation over micro-batches, a
+    validation loss at the end of each epoch, metrics.jsonl, and a checkpoint every --save-every steps and at
+    each epoch's end (runs.save_checkpoint); --resume continues from it exactly. False when stopped early
+    (--stop-after)."""
     params = {k: p for k, p in model.named_parameters() if p.requires_grad}
+    per_step = cfg.micro_batch * cfg.grad_accum
+    bounds = [sum(p[2] for p in phases[:i + 1]) for i in range(len(phases))]  # the last step of each phase
+    total = bounds[-1]
 
     def optimizer(phase):  # each phase: a fresh AdamW and its own warm-up and cosine decay
         _, _, steps, lr, _ = phases[phase]
         opt = torch.optim.AdamW(params.values(), lr=lr, betas=(0.9, cfg.adam_beta2), weight_decay=cfg.weight_decay,
-                                fused=device.type == "cuda")
+                                fused=s.device.type == "cuda")
         return opt, cosine_with_warmup(opt, math.ceil(cfg.warmup_ratio * steps), steps)
 
     os.makedirs(cfg.out, exist_ok=True)
-    if main and not cfg.resume:  # a new run: an earlier run's checkpoint must never be resumed into it
-        for name in CHECKPOINT_DIRS:
+    if s.main and not cfg.resume:  # a new run: an earlier run's checkpoint must never be resumed into it
+        for name in runs.CHECKPOINT_DIRS:
             shutil.rmtree(os.path.join(cfg.out, name), ignore_errors=True)
     if cfg.resume:
-        recover_checkpoint(cfg.out)
-    at = (checkpoint_step(cfg.out) or 0) if cfg.resume else 0
+        runs.recover_checkpoint(cfg.out)
+    at = (runs.checkpoint_step(cfg.out) or 0) if cfg.resume else 0
     phase = sum(at >= b for b in bounds[:-1])  # a checkpoint at a phase's last step resumes into the next
     opt, sched = optimizer(phase)
     # at a phase boundary the checkpoint's optimizer is the finished phase's: the next one starts fresh
-    step = load_checkpoint(cfg.out, params, *((opt, sched) if at not in bounds[:-1] else (None, None))) \
+    step = runs.load_checkpoint(cfg.out, params, *((opt, sched) if at not in bounds[:-1] else (None, None))) \
         if cfg.resume else 0
-    identity = base_identity(base_dir) if cfg.stage else None  # the base's files as this run loaded them
     metrics = os.path.join(cfg.out, "metrics.jsonl")
-    if main:
+    if s.main:
         write_text(os.path.join(cfg.out, "train_config.json"), json.dumps(
             {**dataclasses.asdict(cfg), **({"base_identity": identity} if identity else {})}, indent=1))
         if not cfg.resume:
             write_text(metrics, "")
         else:  # the steps after the checkpoint run again: their rows (an interruption's) must not appear twice
-            write_text(metrics, "".join(r for r in read_rows(metrics) if json.loads(r)["step"] <= step))
+            write_text(metrics, "".join(r for r in runs.read_rows(metrics) if json.loads(r)["step"] <= step))
 
     def log(**row):
-        if main:
+        if s.main:
             append_text(metrics, json.dumps(row) + "\n")
 
     def validate():
-        loss = torch.zeros(2, device=device)  # summed loss, answer tokens
+        loss = torch.zeros(2, device=s.device)  # summed loss, answer tokens
         model.eval()
         with torch.no_grad():
-            for chunk in rank_share(val, rank, world, cfg.micro_batch):
-                loss[0] += run_micro_batch(model, chunk, tok.pad_id, device, autocast, 0)
-                loss[1] += sum(n_answer_tokens(s) for s in chunk)
+            for chunk in rank_share(val, s.rank, s.world, cfg.micro_batch):
+                loss[0] += run_micro_batch(model, chunk, pad_id, s.device, s.autocast, 0)
+                loss[1] += sum(n_answer_tokens(x) for x in chunk)
         model.train()
-        if world > 1:
+        if s.world > 1:
             dist.all_reduce(loss)
         return (loss[0] / loss[1]).item() if loss[1] else float("nan")
 
     model.train()
-    with tqdm(total=total, initial=step, desc=f"stage {cfg.stage} ({cfg.data})", disable=not main) as bar:
+    with tqdm(total=total, initial=step, desc=f"stage {cfg.stage} ({cfg.data})", disable=not s.main) as bar:
         t0, tokens_seen = time.time(), 0
         while step < total:
             if step == bounds[phase]:  # the next phase
@@ -621,15 +510,15 @@ def train(cfg: TrainConfig):
             epoch, batch = batch_at(step - start, trn, per_step, cfg.seed + offset)
             # Normalise by the answer tokens of the whole global batch: the sum of the micro-batch gradients is
             # then exactly the gradient of one big batch's mean loss, however the answers' lengths differ.
-            n_tok = sum(n_answer_tokens(s) for s in batch)
-            loss = torch.zeros((), device=device)
-            for chunk in rank_share(batch, rank, world, cfg.micro_batch):
-                loss += run_micro_batch(model, chunk, tok.pad_id, device, autocast, n_tok)
-            if world > 1:  # each rank holds the gradient of its share of the global batch: sum them
+            n_tok = sum(n_answer_tokens(x) for x in batch)
+            loss = torch.zeros((), device=s.device)
+            for chunk in rank_share(batch, s.rank, s.world, cfg.micro_batch):
+                loss += run_micro_batch(model, chunk, pad_id, s.device, s.autocast, n_tok)
+            if s.world > 1:  # each rank holds the gradient of its share of the global batch: sum them
                 loss = all_reduce_sum(list(params.values()), loss)
             loss = loss.item() / max(n_tok, 1)
             if not math.isfinite(loss):
-                kept = checkpoint_step(cfg.out)
+                kept = runs.checkpoint_step(cfg.out)
                 raise TrainError(f"loss is {loss} at step {step + 1}; stopped without saving; " + (
                     f"the last good checkpoint (step {kept}) is kept in {cfg.out}/checkpoint" if kept is not None
                     else "no checkpoint was saved before it") + "; try a lower --lr (a new run: --overwrite)")
@@ -640,7 +529,7 @@ def train(cfg: TrainConfig):
             step += 1
             tokens_seen += n_tok
             rate = tokens_seen / (time.time() - t0)
-            peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+            peak = torch.cuda.max_memory_allocated() / 2**20 if s.device.type == "cuda" else None
             lr = sched.get_last_lr()[0]
             log(step=step, epoch=epoch, loss=loss, lr=lr, answer_tokens_per_s=rate, peak_mem_mb=peak)
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{rate:.0f}")
@@ -649,16 +538,29 @@ def train(cfg: TrainConfig):
             if end_of_epoch and val:
                 v = validate()
                 log(step=step, epoch=epoch, val_loss=v)
-                if main:
+                if s.main:
                     tqdm.write(f"step {step} epoch {epoch}: val loss {v:.4f}")
-            if main and (step % cfg.save_every == 0 or end_of_epoch):
-                save_checkpoint(cfg.out, params, opt, sched, step)
+            if s.main and (step % cfg.save_every == 0 or end_of_epoch):
+                runs.save_checkpoint(cfg.out, params, opt, sched, step)
             if cfg.stop_after and step >= cfg.stop_after and step < total:
-                return None  # simulated interruption: the checkpoint is all that is left
-    if main:
+                return False  # simulated interruption: the checkpoint is all that is left
+    return True
+
+
+def train(cfg: TrainConfig):
+    """setup -> data -> model -> samples -> loop -> save; returns the trained model (None when stopped early)."""
+    s = setup(cfg)
+    records = build_records(cfg)
+    memory = memory_to_plan(cfg, s.device)  # before any weight is on the device: the plan counts the weights
+    model, tok, template, base_dir, merged = build_model(cfg, s, records, memory)
+    val, phases = build_samples(cfg, s, records, tok, template, model)
+    identity = base_identity(base_dir) if cfg.stage else None  # the base's files as this run loaded them
+    if not train_loop(cfg, s, model, tok.pad_id, val, phases, identity):
+        return None
+    if s.main:
         save_result(cfg, model, base_dir, merged, identity)
         print(f"saved {cfg.out}")
-    if world > 1:
+    if s.world > 1:
         dist.barrier()
     return model
 
@@ -673,50 +575,8 @@ def save_result(cfg, model, base_dir, merged, identity):
     if cfg.stage == 0:
         model.save_pretrained(cfg.out)
     else:
-        lora.write_lineage(cfg.out, base_dir, merged, merge=cfg.merge_stage1, identity=identity)
+        runs.write_lineage(cfg.out, base_dir, merged, merge=cfg.merge_stage1, identity=identity)
         lora.save_adapter(model, cfg.out, base_model_name_or_path=os.path.abspath(base_dir))
-
-
-def claim_out(cfg):
-    """Refuse an --out that holds a finished run (unless --overwrite), an unfinished one (unless --resume or
-    --overwrite) or a run that is writing there now; then lock it: returns the lock file to remove at the end.
-    First of all, an --out that is a file, cannot be written or is not a run of ours (files.check_out_dir): a run
-    directory holds the train.lock written here or the train_config.json written before the first step; before
-    either, only stage 0's tokenizer.model."""
-    check_out_dir("--out", cfg.out, ours=lambda n: n in ("tokenizer.model", "tokenizer.model.tmp"),
-                  marker=("train.lock", "train_config.json"), writer="train.py")
-    lock = os.path.join(cfg.out, "train.lock")
-    try:
-        with open(lock) as f:
-            pid = int(f.read())
-        os.kill(pid, 0)  # raises when no such process: the lock is stale (a killed run)
-        if pid != os.getpid():
-            raise TrainError(f"{lock}: another run (pid {pid}) is writing to {cfg.out}; wait for it, or choose "
-                             "another --out")
-    except (OSError, ValueError):
-        pass
-    finished = [n for n in ("adapter_model.safetensors", "model.safetensors")
-                if os.path.isfile(os.path.join(cfg.out, n))]
-    rebuild = cfg.stage == 0 and os.path.normpath(cfg.out) == tinyworld.BASE  # git keeps the shipped base
-    if finished and not (cfg.resume or cfg.overwrite or rebuild):
-        raise TrainError(f"{cfg.out}: holds a finished run ({finished[0]}); pass --overwrite to replace it, "
-                         "or choose another --out")
-    if any(os.path.isdir(os.path.join(cfg.out, n)) for n in CHECKPOINT_DIRS) and not (cfg.resume or cfg.overwrite):
-        raise TrainError(f"{cfg.out}: holds an unfinished run (its checkpoint); pass --resume to continue it, or "
-                         "--overwrite to start over")
-    os.makedirs(cfg.out, exist_ok=True)
-    with open(lock, "w") as f:
-        f.write(str(os.getpid()))
-    return lock
-
-
-def go_on(cfg):
-    """How a run that stopped short goes on: from its checkpoint (--resume), or from the start."""
-    if cfg:
-        recover_checkpoint(cfg.out)
-    step = checkpoint_step(cfg.out) if cfg else None
-    return (f"the checkpoint of step {step} is kept in {cfg.out}/checkpoint: rerun the same command with --resume"
-            if step is not None else "no checkpoint was saved yet: rerun the command")
 
 
 def main(argv=None):
@@ -727,14 +587,14 @@ def main(argv=None):
         if cfg.plan:
             return print_plan(cfg)
         if int(os.environ.get("RANK", "0")) == 0:
-            lock = claim_out(cfg)
+            lock = runs.claim_out(cfg, rebuild=cfg.stage == 0 and os.path.normpath(cfg.out) == tinyworld.BASE)
         train(cfg)
-    except (CheckpointError, lora.AdapterError, data.DataError, TrainError, OutError) as e:
+    except (CheckpointError, lora.AdapterError, runs.RunError, data.DataError, TrainError, OutError) as e:
         sys.exit(f"error: {e}")
     except WriteError as e:  # a full disk: what was written before is whole
-        sys.exit(f"error: {e}; free disk space; {go_on(cfg)}")
+        sys.exit(f"error: {e}; free disk space; {runs.go_on(cfg)}")
     except KeyboardInterrupt:
-        sys.exit(f"error: interrupted; {go_on(cfg)}")
+        sys.exit(f"error: interrupted; {runs.go_on(cfg)}")
     finally:
         signal.signal(signal.SIGTERM, sigterm)
         if lock and os.path.exists(lock):

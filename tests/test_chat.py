@@ -7,7 +7,7 @@ import random
 import pytest
 
 import data
-from data import DataError, Tokenizer, chat_template, encode_chat
+from tokenizer import DataError, Tokenizer, chat_template, encode_chat
 
 SMOLLM2_TEMPLATE = (  # SmolLM2-135M-Instruct's chat_template, verbatim
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"

@@ -5,9 +5,9 @@ import os
 import pytest
 
 import data
-from data import (INSTRUCTIONS, REQUIREMENTS, TASK_COGNITION, TASK_PROMPT, DataError, Tokenizer, build_benchmark,
-                  collate, encode_chat, fill, instruction_prompt, qa_records, stage1_records, stage2_records,
-                  stage2_target, tokenize_records)
+from data import (INSTRUCTIONS, REQUIREMENTS, TASK_COGNITION, TASK_PROMPT, build_benchmark, collate, fill,
+                  instruction_prompt, qa_records, stage1_records, stage2_records, stage2_target, tokenize_records)
+from tokenizer import DataError, Tokenizer, encode_chat
 
 # The authors' prompt texts as the project received them (a copy of shared/paper/prompts.json, vendored
 # so that a user's clone can run this test).

@@ -67,7 +67,7 @@ def test_end_to_end_table_rows_match_models_and_jsonl_verdicts_match_numbers(mic
     train.main(["--stage", "1", "--asqa", w["asqa"], "--out", str(out / "stage1"), *common])
     train.main(["--stage", "2", "--init", str(out / "stage1"), "--hotpot", w["hotpot"], "--out", str(out / "stage2"), *common])
     results = ev.main(["--asqa", w["asqa"], "--hotpot", w["hotpot"], "--out-root", str(out), "--max-rows", "6",
-                       "--instruction-items", "4", "--instruction-start", "30", "--max-new-tokens", "24"])
+                       "--instruction-items", "4", "--instruction-start", "30", "--max-new-tokens", "24", "--instruction-max-new-tokens", "24"])
     assert list(results) == ["base", "base_prefix", "stage1", "stage2"]  # base_prefix: the prompt-only baseline
     md = (out / "eval" / "results.md").read_text()
     assert "| base |" in md and "| stage 1 only |" in md and "| Llama-2-7B-chat (base) | 79.3 |" in md and "| US-Tuning (stage 1 -> stage 2) |" in md
@@ -88,7 +88,7 @@ def test_end_to_end_table_rows_match_models_and_jsonl_verdicts_match_numbers(mic
         # every output that reached --max-new-tokens is counted, and the table says so under its rows
         assert m["instruction_cut"] == sum(r["hit_token_limit"] for r in inst) > 0
         label = {run: ours for run, ours, _, _ in ev.RUNS}[name]  # the table's own label
-        assert f"{label} {m['instruction_cut']} of 4" in md.split("reached --max-new-tokens 24")[1].split("\n")[0]
+        assert f"{label} {m['instruction_cut']} of 4" in md.split("reached --instruction-max-new-tokens 24")[1].split("\n")[0]
         # the make-up of the pass rate, requirement by requirement, from the records, and its table row
         by = m["instruction_by_requirement"]
         assert list(by) == sorted(by, key=ev.REQUIREMENT_ORDER.get) and sum(c[0] for c in by.values()) == 4
@@ -107,7 +107,7 @@ def test_end_to_end_table_rows_match_models_and_jsonl_verdicts_match_numbers(mic
     alone = tmp_path / "alone"
     again = ev.main(["--adapter", str(out / "stage2"), "--asqa", w["asqa"], "--hotpot", w["hotpot"],
                      "--out-root", str(alone), "--max-rows", "6", "--instruction-items", "4",
-                     "--instruction-start", "30", "--max-new-tokens", "24"])
+                     "--instruction-start", "30", "--max-new-tokens", "24", "--instruction-max-new-tokens", "24"])
     assert list(again) == ["stage2"] and again["stage2"] == saved["stage2"]
     outputs = lambda f: [json.loads(line)["output"] for line in open(f)]
     assert outputs(alone / "eval" / "stage2.jsonl") == outputs(out / "eval" / "stage2.jsonl")
@@ -117,7 +117,7 @@ def test_end_to_end_table_rows_match_models_and_jsonl_verdicts_match_numbers(mic
     # ... and in out/, beside the whole table: that table is kept, not overwritten
     whole = {f: (out / "eval" / f).read_bytes() for f in ("results.json", "results.md")}
     ev.main(["--adapter", str(out / "stage2"), "--asqa", w["asqa"], "--hotpot", w["hotpot"], "--out-root", str(out),
-             "--max-rows", "6", "--instruction-items", "4", "--instruction-start", "30", "--max-new-tokens", "24"])
+             "--max-rows", "6", "--instruction-items", "4", "--instruction-start", "30", "--max-new-tokens", "24", "--instruction-max-new-tokens", "24"])
     assert {f: (out / "eval" / (f + ".old")).read_bytes() for f in whole} == whole
     assert list(json.load(open(out / "eval" / "results.json"))["results"]) == ["stage2"]
 

@@ -84,7 +84,7 @@ def test_fit_cuts_the_end_of_the_context_as_training_does(micro_world):
 
 def eval_argv(w, out, *extra):
     return ["--model", w["base"], "--asqa", w["asqa"], "--hotpot", w["hotpot"], "--max-rows", "3",
-            "--instruction-items", "3", "--instruction-start", "30", "--max-new-tokens", "6",
+            "--instruction-items", "3", "--instruction-start", "30", "--max-new-tokens", "6", "--instruction-max-new-tokens", "6",
             "--batch-tokens", "700", "--out-root", str(out), *extra]
 
 
@@ -123,7 +123,7 @@ def test_changed_settings_are_not_served_from_a_stale_jsonl(micro_world, tmp_pat
     w, out = micro_world, tmp_path / "out"
     ev.main(eval_argv(w, out))
     first = [json.loads(line) for line in open(out / "eval" / "base.jsonl")]
-    ev.main(eval_argv(w, out)[:-2] + ["--max-new-tokens", "3", "--out-root", str(out)])
+    ev.main(eval_argv(w, out)[:-2] + ["--max-new-tokens", "3", "--instruction-max-new-tokens", "3", "--out-root", str(out)])
     again = [json.loads(line) for line in open(out / "eval" / "base.jsonl")]
     assert [r["prompt_id"] for r in again] == [r["prompt_id"] for r in first]
     assert all(r["prompt_key"] != s["prompt_key"] for r, s in zip(again, first))

@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
@@ -18,16 +17,32 @@ import cli
 import eval as ev
 import files
 import lora
+import runs
 import model
 import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+_TMP = []  # the running test's tmp_path (eval's default --out-root goes under it)
+
+
+@pytest.fixture(autouse=True)
+def _tmp_of_this_test(tmp_path):
+    _TMP.append(tmp_path)
+    yield
+    _TMP.pop()
+
+
 def error_of(main, argv):
     """The message main() exits with: one line starting `error:` (sys.exit(str): exit status 1, no traceback)."""
-    if main is ev.main and "--out-root" not in argv:  # never touch the checkout's own out/eval
-        argv = [*argv, "--out-root", tempfile.mkdtemp(prefix="eval_out_")]
+    if main is ev.main and "--out-root" not in argv:  # never touch the checkout's own out/eval, nor the system tmp
+        out = _TMP[-1] / "eval_out"
+        n = 0
+        while out.exists():
+            n += 1
+            out = _TMP[-1] / f"eval_out{n}"
+        argv = [*argv, "--out-root", str(out)]
     with pytest.raises(SystemExit) as e:
         main(argv)
     msg = e.value.code
@@ -113,8 +128,9 @@ def test_help_explains_every_flag_with_its_default(script):
     for action in ap._actions[1:]:
         assert action.help and "default" in action.help and len(action.help) > 20, action.option_strings
         assert action.option_strings[0] in out
-    if script == "train.py":  # the presets' values too
-        assert "(default 4e-05; must be > 0; presets: paper stage 2 5e-05," in " ".join(out.split())
+    if script == "train.py":  # the real default: the preset's, per preset and stage
+        assert ("(default by --preset: paper 4e-05, stage 2 5e-05; tiny stage 0 0.002, stage 1 0.003, stage 2 0.01;"
+                in " ".join(out.split()))
 
 
 # ---- class 1: files that do not parse ----
@@ -190,10 +206,11 @@ QA = {"question": "When was Zorvan founded?", "answer": "Zorvan was founded in 1
     (json.dumps({**QA, "template": "eval", "prefix": "yes"}), "field 'prefix' of line 2 is \"yes\", not true or false"),
     (json.dumps({"instruction": "Copy: abc"}), "line 2 has no field 'output'"),
     (json.dumps({"instruction": "Copy: abc", "output": 3}), "field 'output' of line 2 is 3, not a string"),
-    (json.dumps({**QA, "phase": 5}), "field 'phase' of line 2 is 5, not an int from 0 to 4"),
-    (json.dumps({**QA, "phase": True}), "field 'phase' of line 2 is true, not an int from 0 to 4"),
+    (json.dumps({**QA, "phase": 5}), "field 'phase' of line 2 is 5, not 1 or 2"),
+    (json.dumps({**QA, "phase": True}), "field 'phase' of line 2 is true, not 1 or 2"),
+    (json.dumps({**QA, "phase": 0}), "field 'phase' of line 2 is 0, not 1 or 2"),
     (json.dumps({"instruction": "Copy: abc", "output": "abc", "phase": "2"}),
-     "field 'phase' of line 2 is \"2\", not an int from 0 to 4"),
+     "field 'phase' of line 2 is \"2\", not 1 or 2"),
 ])
 def test_malformed_base_corpus_lines_name_the_file_and_line(micro_world, tmp_path, line, message):
     corpus = tmp_path / "corpus.jsonl"
@@ -395,17 +412,17 @@ def test_nan_at_step_1_does_not_claim_a_checkpoint(micro_world, tmp_path, monkey
 
 def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint(micro_world, tmp_path, monkeypatch):
     out = str(tmp_path / "o")
-    calls, real = {"n": 0}, train.save_file
+    calls, real = {"n": 0}, runs.save_file
 
     def full(*a, **k):
         calls["n"] += 1
         if calls["n"] == 3:
             raise OSError(28, "No space left on device")
         return real(*a, **k)
-    monkeypatch.setattr(train, "save_file", full)
+    monkeypatch.setattr(runs, "save_file", full)
     msg = error_of(train.main, stage1(micro_world, out, "--max-steps", "4"))
     assert "checkpoint.tmp: could not write the checkpoint of step 3 ([Errno 28] No space left on device)" in msg
-    assert train.checkpoint_step(out) == 2 and not os.path.exists(os.path.join(out, "checkpoint.tmp"))
+    assert runs.checkpoint_step(out) == 2 and not os.path.exists(os.path.join(out, "checkpoint.tmp"))
 
 
 def disk_full(monkeypatch, name, at=1):
@@ -481,7 +498,7 @@ def test_disk_full_while_saving_the_base_of_stage_0_is_one_line(micro_world, tmp
 
 def eval_argv(w, out_root, *extra):
     return ["--model", w["base"], "--asqa", w["asqa"], "--max-rows", "2", "--instruction-items", "0",
-            "--max-new-tokens", "4", "--batch-tokens", "1", "--out-root", str(out_root), *extra]  # 8 batches of 1
+            "--max-new-tokens", "4", "--instruction-max-new-tokens", "4", "--batch-tokens", "1", "--out-root", str(out_root), *extra]  # 8 batches of 1
 
 
 @pytest.mark.parametrize("name, at", [("base.jsonl", 3), ("results.json", 1), ("results.md", 1)])
@@ -562,7 +579,7 @@ def test_eval_cuts_and_counts_prompts_too_long_for_the_model(micro_world, tmp_pa
     room = lengths[len(lengths) // 2]
     edit_json(os.path.join(base, "config.json"), lambda c: c.update(max_position_embeddings=room + 8))
     results = ev.main(["--model", base, "--asqa", w["asqa"], "--max-rows", "4", "--instruction-items", "0",
-                       "--max-new-tokens", "8", "--out-root", str(tmp_path / "out")])
+                       "--max-new-tokens", "8", "--instruction-max-new-tokens", "8", "--out-root", str(tmp_path / "out")])
     recs = [json.loads(line) for line in open(tmp_path / "out" / "eval" / "base.jsonl")]
     cut = [r for r in recs if "cut_from" in r]
     assert 0 < len(cut) < len(recs) and results["base"]["cut_prompts"] == len(cut)
@@ -626,7 +643,7 @@ def test_a_base_changed_since_training_is_refused_everywhere_it_is_used(micro_wo
     recorded = json.load(open(os.path.join(run, "lineage.json")))["base_identity"]
     assert set(recorded) == {"config.json", "model.safetensors", "tokenizer.model"}
     rebuild(base, lambda t: None)  # the same bytes written again (a new mtime): the same base
-    assert lora.require_base(run, base, "--adapter")["base"] == base
+    assert runs.require_base(run, base, "--adapter")["base"] == base
     rebuild(base, lambda t: t["model.norm.weight"].add_(1.0))
     refusal = (f"error: {base}: model.safetensors changed since {run} was trained on it ({run}/lineage.json records "
                f"their digests); restore the base it was trained on, or retrain {run} on this one (--overwrite)")
@@ -655,14 +672,14 @@ def test_a_stage1_retrained_under_a_stage2_run_is_refused(micro_world, tmp_path)
     train.main(s1_args)
     train.main(["--stage", "2", "--init", s1, "--model", w["base"], "--hotpot", w["hotpot"], "--out", s2,
                 "--preset", "micro"])
-    assert lora.check_base(s2, lora.read_lineage(s2))  # unchanged: accepted
+    assert runs.check_base(s2, runs.read_lineage(s2))  # unchanged: accepted
     train.main(s1_args + ["--seed", "1", "--overwrite"])  # another stage 1 (another init) in the same place
     msg = error_of(ev.main, ["--model", w["base"], "--adapter", s2, "--asqa", w["asqa"]])
     assert msg == (f"error: {s1}/adapter_model.safetensors: changed since {s2} was trained on top of it "
                    f"({s2}/lineage.json records its digest); restore that adapter, or retrain {s2} on this one "
                    "(--overwrite)")
     edit_json(os.path.join(s2, "lineage.json"), lambda lin: lin.pop("merged_digests"))  # written before the record
-    assert lora.check_base(s2, lora.read_lineage(s2))
+    assert runs.check_base(s2, runs.read_lineage(s2))
 
 
 def test_resume_on_a_changed_base_is_refused(micro_world, tmp_path):

@@ -162,7 +162,7 @@ def test_eval_rows_baselines_and_scorecard_recomputed_from_jsonl(micro_world, tm
     train.main(["--data", "refusal", "--model", w["base"], "--asqa", w["asqa"], "--out", str(out / "refusal_sft"),
                 "--preset", "micro", "--max-steps", "2", "--max-records", "8"])
     results = ev.main(["--asqa", w["asqa"], "--out-root", str(out), "--max-rows", "8", "--instruction-items", "0",
-                       "--max-new-tokens", "6", "--bootstrap", "200", "--seed", "7"])
+                       "--max-new-tokens", "6", "--instruction-max-new-tokens", "6", "--bootstrap", "200", "--seed", "7"])
     assert list(results) == ["base", "base_prefix", "refusal_sft"]
     assert [results[n]["task_prefix"] for n in results] == [False, True, True]
     prompt = lambda n: next(json.loads(line) for line in open(out / "eval" / f"{n}.jsonl"))["prompt_key"]

@@ -9,6 +9,7 @@ from safetensors import safe_open
 
 import eval as ev
 import lora
+import runs
 import train
 from lora import apply_lora, freeze_lora, merge_lora, save_adapter
 from model import Llama
@@ -149,7 +150,7 @@ def test_merge_stage1_reproduces_the_authors_merge_into_bf16_weights(micro_world
     _, expected, _ = expected_q_proj(micro_world, stage1_run, torch.bfloat16)
     assert torch.equal(model.model.layers[0].self_attn.q_proj.weight, expected)
     assert not model.model.layers[0].self_attn.q_proj.frozen_scaling  # no branch: stage 1 is in the weights
-    lin = lora.read_lineage(s2)
+    lin = runs.read_lineage(s2)
     assert lin["merge"] is True and lin["merged"] == [os.path.normpath(stage1_run)]
     rebuilt, _ = lora.load_trained(s2, lambda p: Llama.from_pretrained(p, dtype=torch.bfloat16))
     tokens = torch.randint(0, 300, (1, 12))
@@ -165,7 +166,7 @@ def test_default_stage2_keeps_stage1_as_a_branch_and_eval_and_a_later_init_rebui
     q = model.model.layers[0].self_attn.q_proj
     assert torch.equal(q.weight, weight)  # the base weight, untouched
     assert torch.equal(q.frozen_scaling[0] * q.frozen_B0 @ q.frozen_A0, delta)  # stage 1 exactly, in fp32
-    lin = lora.read_lineage(s2)
+    lin = runs.read_lineage(s2)
     assert lin["merge"] is False and lin["merged"] == [os.path.normpath(stage1_run)]
     tokens = torch.randint(0, 300, (1, 12))
     cfg = ev.parse_config(["--dtype", "float32"])
@@ -177,7 +178,7 @@ def test_default_stage2_keeps_stage1_as_a_branch_and_eval_and_a_later_init_rebui
     # a later --init of the stage-2 run stacks both earlier adapters as branches, and its lineage says so
     model3 = train.train(train.parse_config(stage_args(w, s3, 2, "--init", s2, "--dtype", "float32")))
     assert len(model3.model.layers[0].self_attn.q_proj.frozen_scaling) == 2
-    assert lora.read_lineage(s3)["merged"] == [os.path.normpath(stage1_run), s2]
+    assert runs.read_lineage(s3)["merged"] == [os.path.normpath(stage1_run), s2]
     rebuilt3, _ = lora.load_trained(s3, Llama.from_pretrained)
     with torch.no_grad():
         assert torch.equal(rebuilt3(tokens), model3(tokens))
@@ -201,8 +202,8 @@ def test_merge_stage1_without_init_is_one_line():
 
 def test_a_bad_merge_field_in_lineage_names_the_file(tmp_path):
     (tmp_path / "lineage.json").write_text('{"base": "b", "merged": [], "merge": "yes"}')
-    with pytest.raises(lora.AdapterError, match=r"lineage.json: expected .*\"merge\": true\|false"):
-        lora.read_lineage(str(tmp_path))
+    with pytest.raises(runs.RunError, match=r"lineage.json: expected .*\"merge\": true\|false"):
+        runs.read_lineage(str(tmp_path))
 
 
 def test_init_from_a_run_stacked_the_other_way_is_refused(micro_world, stage1_run, tmp_path):
@@ -213,9 +214,9 @@ def test_init_from_a_run_stacked_the_other_way_is_refused(micro_world, stage1_ru
     for f in ("adapter_model.safetensors", "adapter_config.json"):
         with open(os.path.join(stage1_run, f), "rb") as src, open(os.path.join(s2, f), "wb") as dst:
             dst.write(src.read())
-    lora.write_lineage(s2, w["base"], [stage1_run], merge=True)
+    runs.write_lineage(s2, w["base"], [stage1_run], merge=True)
     with pytest.raises(train.TrainError, match="merged into the weights; pass --merge-stage1"):
         train.train(train.parse_config(stage_args(w, str(tmp_path / "s3"), 2, "--init", s2)))
-    lora.write_lineage(s2, w["base"], [stage1_run], merge=False)
+    runs.write_lineage(s2, w["base"], [stage1_run], merge=False)
     with pytest.raises(train.TrainError, match="frozen fp32 branches; drop --merge-stage1"):
         train.train(train.parse_config(stage_args(w, str(tmp_path / "s3"), 2, "--init", s2, "--merge-stage1")))

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 import data
 import lora
+import runs
 import train
 from model import Llama
 
@@ -56,7 +57,7 @@ def test_merge_stage1_starts_stage2_from_base_plus_merged_stage1_delta(micro_wor
     got = model.model.layers[0].self_attn.q_proj.weight
     assert (got - expected).abs().max().item() < 1e-6
     assert not torch.equal(got, base.model.layers[0].self_attn.q_proj.weight)
-    lin = lora.read_lineage(s2)
+    lin = runs.read_lineage(s2)
     assert lin["base"] == os.path.normpath(w["base"]) and lin["merged"] == [os.path.normpath(s1)]
     rebuilt, _ = lora.load_trained(s2, Llama.from_pretrained)
     tokens = torch.randint(0, 300, (1, 12))
