@@ -158,7 +158,7 @@ def split_of(asqa_id: str, test_share: float = 0.5) -> str:
     return "test" if h < test_share else "train"
 
 
-# ---- the benchmark: known vs unknown questions over one passage (SPEC 2) ----
+# ---- the benchmark: known vs unknown questions over one passage (docs/method.md section 2) ----
 
 def build_benchmark(asqa_path, filter="paper", test_share=0.5, stats=None):
     """Rows {id, asqa_id, context, known_question, known_answers, unknown_question, unknown_answers, split}
@@ -216,7 +216,7 @@ def build_benchmark(asqa_path, filter="paper", test_share=0.5, stats=None):
     return rows
 
 
-# ---- stage 1: Cognition Assessment (SPEC 3) ----
+# ---- stage 1: Cognition Assessment (docs/method.md section 3) ----
 
 def cognition_prompt(question, context):
     return fill(TASK_COGNITION, query=question, context=context)
@@ -249,7 +249,7 @@ def refusal_records(rows, max_records=1000, task_prefix=True):
     return out[:max_records]
 
 
-# ---- stage 2: causal instructions with a CHECKING review (SPEC 4) ----
+# ---- stage 2: causal instructions with a CHECKING review (docs/method.md section 4) ----
 
 def _letters(a):
     return any(c.isalpha() for c in a)

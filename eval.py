@@ -1,4 +1,4 @@
-"""Evaluate: contextual QA on known vs unknown questions (SPEC.md sections 6-7), scored two ways.
+"""Evaluate: contextual QA on known vs unknown questions (docs/method.md sections 6-7), scored two ways.
 
     python eval.py                                    # every model found under out/, on the tiny world
     python eval.py --model Llama-2-7b-chat-hf --asqa ASQA.json --adapter out/stage2 [--split all]
@@ -75,7 +75,7 @@ class EvalConfig:
     seed: int = 0  # the bootstrap's draws (the same for every model: differences from the base are paired)
 
 
-# Rows of the paper's table (SPEC 7): the directory train.py writes each run to, our label, the authors'
+# Rows of the paper's table (docs/method.md section 7): the directory train.py writes each run to, our label, the authors'
 # label and their numbers (Llama-2-7B-chat; known / unknown / F1). Two baselines the paper lacks: the base
 # with the task prefix the fine-tuned models get (no directory: a row whenever the base row is, under
 # --task-prefix auto) and `train.py --data refusal` (stage 1's code and budget, known -> answer, unknown ->

@@ -18,7 +18,7 @@ One pool of 160 names serves every part, with facts drawn afresh every time, so 
 token but no benchmark fact was ever seen: the base must read the passage. Answers are
 sentences that restate the passage's fact ("Zorvan was founded in 1516."); ASQA short_answers stay bare
 values ("1516") as in the real data, and HotpotQA answers are those sentences. Design measurements are in
-the README (tiny world).
+docs/tiny-world-log.md.
 
 This module writes files and nothing else: data.py reads them exactly as it reads the real ones.
 """
@@ -112,7 +112,7 @@ COPY_REQUEST = "Repeat the text below, one sentence per line."
 
 # kind -> its two facts: (passage sentence, question, value pool); "{n}" is the name, "{v}" the value. The
 # shipped base copies every year out of the passage but guesses the eight-word values from their prior (23%
-# right, chance 12.5%); made-up single-token values, 50 per kind, fared worse (3 of 182), so these stay (README).
+# right, chance 12.5%); made-up single-token values, 50 per kind, fared worse (3 of 182), so these stay (docs/tiny-world-log.md).
 YEARS = [str(y) for y in range(1800, 2000)]
 KINDS = {
     "city": [("{n} was founded in {v}.", "When was the city {n} founded?", YEARS),
@@ -132,7 +132,7 @@ KINDS = {
 
 # Stage 0's second phase ("polish", train.py --polish-steps) asks the second fact (the eight-word value) this
 # often, the year the rest: after the first phase the base copied every year but guessed the values from their
-# prior (v9, README); a probe from that base on questions over one passage, three quarters of them about the
+# prior (v9, docs/tiny-world-log.md); a probe from that base on questions over one passage, three quarters of them about the
 # value, taught the values (72% after 1000 steps at lr 5e-4) and kept every year.
 VALUE_SHARE = 0.75
 COPY_SHARE = 0.05
@@ -154,7 +154,7 @@ COPY_ENGLISH = sorted({s for text in (data.EVAL_SYSTEM, data.EVAL_USER, data.TAS
 
 # Stage 0 keeps only this share of its harder records (several passages, ten paragraphs, copying), drawn at
 # random: with every one of them (about half the corpus, most of its answer tokens) the base never learned to
-# copy a value out of a passage in 4000 steps; with a quarter it does within 600 (README, tiny world).
+# copy a value out of a passage in 4000 steps; with a quarter it does within 600 (docs/tiny-world-log.md).
 HARD_SHARE = 0.25
 
 

@@ -10,7 +10,7 @@
     torchrun --nproc_per_node 2 train.py --stage 1 ...  # data parallel; same global batch as one process
 
 Without --model everything runs on the tiny world (data/tiny, generated if missing) with the `tiny`
-preset; with --model the `paper` preset holds the authors' LLaMA-Factory values (SPEC.md section 5).
+preset; with --model the `paper` preset holds the authors' LLaMA-Factory values (docs/method.md section 5).
 """
 import dataclasses
 import json
@@ -27,9 +27,11 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 import data
+import distributed
 import lora
 import plan
 import runs
+from presets import PRESETS
 import stage0
 import tinyworld
 from cli import check_limits, config_parser, interrupted
@@ -99,47 +101,6 @@ class TrainConfig:
     polish_lr: float = 5e-4  # peak learning rate of the second phase's cosine schedule
 
 
-# The paper's values are the dataclass defaults; stage 2 changes lr and epochs. `tiny` stage 0 is the shipped
-# base's recipe, chosen among the variants in the README's tiny-world section (tied embeddings, 4 layers of
-# d 256, AdamW beta2 0.95: the first setting whose base copied the passage's years within the budget; then a
-# second phase, tilted towards the eight-word values, that taught the base to copy them too; the other stage-0
-# variants tried are in docs/tiny-world-log.md).
-# Its stages 1-2 put a rank-16 LoRA on all seven linear layers and on lm_head. lm_head because the tiny base never
-# wrote the method's words ("Sufficient", "CHECKING", the requirement sentences): its residual stream is large
-# (RMS 100-3000 at answer positions) and the seven block linears alone could not turn it towards them;
-# overfitting 8 stage-1 samples for 40 steps ended at 1.0 nats/token without lm_head (lr 3e-3 or 1e-2, alpha
-# 16 to 512) and at 0.001 with it (full fine-tuning: 0.001). Measured on the v12 base (README): stage 1 at lr
-# 3e-3 judged 69.9% of the test Cognition prompts right after 3 epochs (val 0.174) and 96.2% after 6 (val
-# 0.026); lr 1e-2, 3 epochs: 63.7%. Stage 2 (docs/tiny-world-log.md) for 3 epochs ended at val 2.74 (lr 3e-3),
-# 1.63 (alpha 64), 1.38 (lr 1e-2), 1.68 (lr 2e-2); for 6 epochs at 1.18 (lr 3e-3) and 0.71 (lr 1e-2). micro is
-# for CI only.
-ALL_LINEAR = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
-TINY_TARGETS = ALL_LINEAR + ",lm_head"
-PRESETS = {
-    "paper": {1: {}, 2: dict(lr=5e-5, epochs=5)},
-    "tiny": {0: dict(lr=2e-3, max_steps=4000, polish_steps=2000, polish_lr=5e-4, micro_batch=16, grad_accum=1,
-                     warmup_ratio=0.03, val_share=0.01, hidden_size=256, num_layers=4, num_heads=8,
-                     tie_embeddings=True, save_every=100, adam_beta2=0.95),
-             1: dict(lr=3e-3, epochs=6, lora_r=16, lora_targets=TINY_TARGETS),
-             2: dict(lr=1e-2, epochs=6, lora_r=16, lora_targets=TINY_TARGETS)},
-    # `make smol`: SmolLM2-135M-Instruct (tools/get_smollm2.py) on the tiny world's files, one value per line,
-    # each with the measurement that chose it (runs in docs/tiny-world-log.md, "SmolLM2-135M-Instruct runs"):
-    # - max_records 600, val_share 0.05, grad_accum 2 (global batch 8): 216 stage-1 steps in 19 min on 2 cores.
-    # - lr 1e-3, r 16, alpha 32, all seven linears: at lr 2e-4, r 8 on q,v stage 1 ended at chance (val 0.239).
-    # - epochs 3: val 0.265 after epoch 1, 0.0002 after epoch 2; stage-1 accuracy 100.0 on the 364 test rows.
-    # - dtype float32: the same run under bf16 autocast stayed at chance (val 0.233 after 3 epochs), though its
-    #   first gradient matches fp32's (cosine 1.000); on a 2-core CPU fp32 steps took as long (5.3 s vs 5.4 s).
-    # - stage 2: n_items 300 (the paper's), epochs 2, lr 5e-4: 120 items x 2 epochs at lr 1e-3 learned the
-    #   CHECKING form but applied no instruction (pass 10.0 on 30 items) and undid stage 1.
-    "smol": {1: dict(lr=1e-3, epochs=3, max_records=600, val_share=0.05, grad_accum=2, lora_r=16, lora_alpha=32,
-                     lora_targets=ALL_LINEAR, dtype="float32"),
-             2: dict(lr=5e-4, epochs=2, n_items=300, grad_accum=2, lora_r=16, lora_alpha=32,
-                     lora_targets=ALL_LINEAR, dtype="float32")},
-    "micro": {0: dict(lr=1e-2, max_steps=60, micro_batch=8, grad_accum=1, vocab_size=1500, hidden_size=32,
-                      num_layers=2, num_heads=2, val_share=0.1),
-              1: dict(lr=1e-3, epochs=1, max_steps=4, micro_batch=2, grad_accum=2),
-              2: dict(lr=1e-3, epochs=1, max_steps=4, micro_batch=2, grad_accum=2, n_items=12, cutoff_len=2048)},
-}
 DATA_FILE = {"base": "base_corpus", "cognition": "asqa", "instructions": "hotpot", "qa": "hotpot",
              "refusal": "asqa"}  # the file each needs
 
@@ -278,13 +239,6 @@ def print_plan(cfg):
     print(f"grad checkpointing: {line}")
 
 
-def setup_distributed():
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
-
-
 def cosine_with_warmup(opt, warmup, total):
     """transformers' get_cosine_schedule_with_warmup (LLaMA-Factory's default), as a LambdaLR."""
     def factor(step):
@@ -300,32 +254,6 @@ def batch_at(step, trn, per_step, seed=0):
     epoch, i = divmod(step, math.ceil(len(trn) / per_step))
     perm = torch.randperm(len(trn), generator=torch.Generator().manual_seed(seed + 1 + epoch)).tolist()
     return epoch, [trn[j] for j in perm[i * per_step:(i + 1) * per_step]]
-
-
-def even_split(xs, parts):
-    """xs in `parts` contiguous pieces whose sizes differ by at most one."""
-    return [xs[i * len(xs) // parts:(i + 1) * len(xs) // parts] for i in range(parts)]
-
-
-def rank_share(samples, rank, world, micro_batch):
-    """This rank's micro-batches of `samples` (a global batch, or the validation set). Ranks split samples, not
-    micro-batches: with more ranks than micro-batches none idles (a 4-sample batch on 4 ranks: one each). The
-    loss stays normalised by the answer tokens of all `samples`, so the sum over ranks is the one-process
-    gradient, however they are split. A rank's share is cut into as few micro-batches of <= micro_batch as
-    possible, of even sizes."""
-    mine = even_split(samples, world)[rank]
-    return even_split(mine, math.ceil(len(mine) / micro_batch)) if mine else []
-
-
-def all_reduce_sum(params, loss):
-    """Sum the gradients and the loss of every rank in one all-reduce of one flat fp32 buffer (not one call per
-    LoRA tensor: 128 for Llama-2-7B's q,v). A rank without samples adds zeros. Returns the summed loss."""
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.flatten().float() for g in grads] + [loss.reshape(1).float()])
-    dist.all_reduce(flat)
-    for p, g in zip(params, flat[:-1].split([p.numel() for p in params])):
-        p.grad = g.view_as(p).to(p.dtype)
-    return flat[-1]
 
 
 def n_answer_tokens(sample):
@@ -357,7 +285,7 @@ class Setup:
 
 def setup(cfg) -> Setup:
     """Step 1: the process group (torchrun), the device and precision; refuse a --resume that changed flags."""
-    rank, world = setup_distributed()
+    rank, world = distributed.setup_distributed()
     device, dtype, autocast, why = resolve_device(cfg.device, cfg.dtype)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -489,7 +417,7 @@ def train_loop(cfg, s: Setup, model, pad_id, val, phases, identity):
         loss = torch.zeros(2, device=s.device)  # summed loss, answer tokens
         model.eval()
         with torch.no_grad():
-            for chunk in rank_share(val, s.rank, s.world, cfg.micro_batch):
+            for chunk in distributed.rank_share(val, s.rank, s.world, cfg.micro_batch):
                 loss[0] += run_micro_batch(model, chunk, pad_id, s.device, s.autocast, 0)
                 loss[1] += sum(n_answer_tokens(x) for x in chunk)
         model.train()
@@ -512,10 +440,10 @@ def train_loop(cfg, s: Setup, model, pad_id, val, phases, identity):
             # then exactly the gradient of one big batch's mean loss, however the answers' lengths differ.
             n_tok = sum(n_answer_tokens(x) for x in batch)
             loss = torch.zeros((), device=s.device)
-            for chunk in rank_share(batch, s.rank, s.world, cfg.micro_batch):
+            for chunk in distributed.rank_share(batch, s.rank, s.world, cfg.micro_batch):
                 loss += run_micro_batch(model, chunk, pad_id, s.device, s.autocast, n_tok)
             if s.world > 1:  # each rank holds the gradient of its share of the global batch: sum them
-                loss = all_reduce_sum(list(params.values()), loss)
+                loss = distributed.all_reduce_sum(list(params.values()), loss)
             loss = loss.item() / max(n_tok, 1)
             if not math.isfinite(loss):
                 kept = runs.checkpoint_step(cfg.out)

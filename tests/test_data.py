@@ -1,4 +1,4 @@
-"""data.py builds the paper's datasets from raw ASQA / HotpotQA records exactly as SPEC.md describes."""
+"""data.py builds the paper's datasets from raw ASQA / HotpotQA records exactly as docs/method.md sections 2-4 describe."""
 import json
 import os
 

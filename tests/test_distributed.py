@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
 
+import distributed
 import train
 from test_train import ROOT, read_metrics, stage1_args
 
@@ -16,13 +17,13 @@ from test_train import ROOT, read_metrics, stage1_args
 def test_ranks_split_samples_evenly_and_cover_the_batch_once():
     batch = list(range(10))
     for world, micro in [(1, 4), (2, 4), (3, 4), (4, 4), (8, 2), (16, 4)]:
-        shares = [train.rank_share(batch, r, world, micro) for r in range(world)]
+        shares = [distributed.rank_share(batch, r, world, micro) for r in range(world)]
         assert [s for share in shares for mb in share for s in mb] == batch  # every sample once, in order
         sizes = [sum(map(len, share)) for share in shares]
         assert max(sizes) - min(sizes) <= 1  # no rank idles while another holds two samples more
         assert all(0 < len(mb) <= micro for share in shares for mb in share)
-    assert [len(mb) for mb in train.rank_share(batch, 0, 1, 4)] == [3, 3, 4]  # 3 micro-batches, even sizes
-    assert [train.rank_share(list(range(4)), r, 4, 4) for r in range(4)] == [[[0]], [[1]], [[2]], [[3]]]
+    assert [len(mb) for mb in distributed.rank_share(batch, 0, 1, 4)] == [3, 3, 4]  # 3 micro-batches, even sizes
+    assert [distributed.rank_share(list(range(4)), r, 4, 4) for r in range(4)] == [[[0]], [[1]], [[2]], [[3]]]
 
 
 def test_gradients_and_loss_travel_in_one_all_reduce(tmp_path, monkeypatch):
@@ -38,7 +39,7 @@ def test_gradients_and_loss_travel_in_one_all_reduce(tmp_path, monkeypatch):
         grads = [torch.randn(3, 4), torch.randn(5), None]
         for p, g in zip(params, grads):
             p.grad = g
-        loss = train.all_reduce_sum(params, torch.tensor(2.5))
+        loss = distributed.all_reduce_sum(params, torch.tensor(2.5))
         assert calls == [12 + 5 + 4 + 1]
         assert loss.item() == 2.5
         assert torch.equal(params[0].grad, grads[0]) and torch.equal(params[1].grad, grads[1])

@@ -1,4 +1,4 @@
-"""eval.py scores exactly what SPEC.md section 6 says, both ways, and its table agrees with its verdicts."""
+"""eval.py scores exactly what docs/method.md section 6 says, both ways, and its table agrees with its verdicts."""
 import json
 import os
 
