@@ -102,3 +102,32 @@ def test_converted_weights_equal_transformers_reading_the_gguf(gguf, tmp_path):
     ids = torch.tensor([data.encode_chat(data.Tokenizer(out), FRANCE, template=data.chat_template(out))[0]])
     with torch.no_grad():
         assert (Llama.from_pretrained(out).eval()(ids) - ref(ids).logits).abs().max().item() <= 1e-3
+
+
+def test_a_few_smol_stage1_steps_lower_the_loss_of_their_batch(smol):
+    """The `smol` preset's stage-1 LoRA on SmolLM2 learns: five optimizer steps on one batch of four Cognition
+    samples from the tiny world lower that batch's answer loss (fp32, the preset's lr, rank and targets)."""
+    import lora
+    import tinyworld
+    from presets import PRESETS
+    p = PRESETS["smol"][1]
+    asqa = os.path.join(ROOT, tinyworld.DATA, "ASQA.json")
+    if not os.path.exists(asqa):
+        tinyworld.write(os.path.join(ROOT, tinyworld.DATA))
+    tok, template = data.Tokenizer(smol), data.chat_template(smol)
+    records = data.stage1_records(data.build_benchmark(asqa), 4)
+    ids, labels = (torch.from_numpy(a) for a in data.collate(data.tokenize_records(tok, records, 1024, template)[0],
+                                                              tok.pad_id))
+    model = Llama.from_pretrained(smol)
+    torch.manual_seed(0)
+    lora.apply_lora(model, p["lora_targets"].split(","), p["lora_r"], p["lora_alpha"])
+    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=p["lr"])
+    with torch.no_grad():
+        before = model.loss(ids, labels).item()
+    for _ in range(5):
+        model.loss(ids, labels).backward()
+        opt.step()
+        opt.zero_grad()
+    with torch.no_grad():
+        after = model.loss(ids, labels).item()
+    assert after < 0.5 * before, (before, after)
