@@ -37,13 +37,15 @@ $(SMOL)/model.safetensors:
 	$(PY) tools/get_smollm2.py --out $(SMOL)
 
 # US-Tuning on SmolLM2 over the tiny world's files (train.py's `smol` preset, fp32): stage 1 -> stage 2 -> eval of
-# base, stage 1 and stage 2 in one table (out/smol/eval/results.md). Measured on 2 cores: stage 1 19 min, stage 2
+# base, prompt only, refusal SFT, stage 1 and stage 2 in one table (out/smol/eval/results.md). Measured on 2 cores: stage 1 19 min, stage 2
 # about 40 min; eval of 60 test rows and 100 held-out instruction items per model (see README).
 smol: $(SMOL)/model.safetensors
 	test -f data/tiny/ASQA.json || $(PY) tinyworld.py
 	$(PY) train.py --stage 1 --preset smol --model $(SMOL) --asqa data/tiny/ASQA.json --out out/smol/stage1
 	$(PY) train.py --stage 2 --preset smol --model $(SMOL) --hotpot data/tiny/hotpot_train_v1.1.json \
 		--init out/smol/stage1 --out out/smol/stage2
+	$(PY) train.py --stage 1 --data refusal --preset smol --model $(SMOL) --asqa data/tiny/ASQA.json \
+		--out out/smol/refusal_sft
 	$(PY) eval.py --out-root out/smol --asqa data/tiny/ASQA.json --hotpot data/tiny/hotpot_train_v1.1.json \
 		--max-rows 60 --instruction-items 100
 
