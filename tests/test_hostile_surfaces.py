@@ -18,6 +18,7 @@ import train
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import get_smollm2  # noqa: E402
+from test_hostile import edit_json  # noqa: E402
 
 gguf = pytest.importorskip("gguf")
 
@@ -117,14 +118,6 @@ def eval_fails(capsys, model, asqa, tmp_path, names, *extra):
     argv = ["--model", str(model), "--asqa", asqa, "--split", "all", "--instruction-items", "0",
             "--max-new-tokens", "2", "--device", "cpu", "--out-root", str(tmp_path / "out"), *extra]
     return one_line(capsys, lambda: ev.main(argv), names)
-
-
-def edit_json(path, change):
-    with open(path) as f:
-        obj = json.load(f)
-    change(obj)
-    with open(path, "w") as f:
-        json.dump(obj, f)
 
 
 def test_the_tiny_model_passes_the_tokenizer_checks(tiny_model):
